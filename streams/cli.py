@@ -1,0 +1,333 @@
+"""The ``signalbox`` console script. Exit codes: 0 ok, 1 failure, 2 bad input or mismatch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from . import avro, client, handlers, jsonvalue
+from . import topics as topics_mod
+from .handler_files import load_handlers
+from .settings import Settings
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "bootstrap_servers", None):
+        overrides["bootstrap_servers"] = args.bootstrap_servers
+    for name in ("topics_file", "topic_prefix", "app_id", "broker_kind"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def load_topics(settings: Settings) -> topics_mod.Topics:
+    try:
+        return topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
+    except topics_mod.TopicsError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+
+
+# -- topics ---------------------------------------------------------------------------
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topics = load_topics(settings)
+    a = admin(settings)
+    if args.action == "create":
+        created = topics_mod.create(a, topics)
+        for name in created:
+            print(f"created {name}")
+    problems = topics_mod.check(a, topics)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return EXIT_BAD_INPUT
+    print(f"{len(topics.specs)} topics match {settings.topics_file}")
+    return EXIT_OK
+
+
+# -- handlers -------------------------------------------------------------------------
+
+
+def current_handlers(settings: Settings, topics: topics_mod.Topics) -> dict[str, bytes]:
+    latest = client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topics.handlers))
+    return {k.decode(): v for k, v in latest.items() if v is not None}
+
+
+def cmd_handlers(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topics = load_topics(settings)
+    if args.action == "apply":
+        found, errors = load_handlers([Path(p) for p in args.paths])
+        for line in errors:
+            print(f"invalid: {line}", file=sys.stderr)
+        if errors and not args.skip_invalid:
+            print("nothing applied (use --skip-invalid to apply the valid ones)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        client.produce_all(settings.bootstrap_servers, [
+            (topics.handlers, h.id.encode(), json.dumps(h.model_dump(mode="json", exclude_none=True)).encode())
+            for h in found
+        ])
+        for h in found:
+            print(f"applied {h.id} (job {h.job})")
+        return EXIT_BAD_INPUT if errors else EXIT_OK
+    current = current_handlers(settings, topics)
+    if args.action == "list":
+        for handler_id in sorted(current):
+            value = current[handler_id]
+            if args.json:
+                print(value.decode())
+                continue
+            try:
+                h = handlers.parse_handler(value, key=handler_id)
+                print(f"{h.id}\tjob={h.job}\tenabled={str(h.enabled).lower()}\tmatch={jsonvalue.dumps(h.event.match)}"
+                      + (f"\texclude={jsonvalue.dumps(h.event.exclude)}" if h.event.exclude is not None else ""))
+            except handlers.InvalidHandler as exc:
+                print(f"{handler_id}\tINVALID: {exc}")
+        return EXIT_OK
+    # delete
+    if args.id not in current and not args.force:
+        raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)")
+    client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
+    print(f"deleted {args.id}")
+    return EXIT_OK
+
+
+# -- send -----------------------------------------------------------------------------
+
+
+def _event_lines(args: argparse.Namespace) -> Iterable[tuple[str, str]]:
+    if args.event is not None and args.event != "-":
+        yield "argument", args.event
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    yield f"{args.file}:{n}", line
+    if args.event == "-":
+        for n, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                yield f"stdin:{n}", line
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topics = load_topics(settings)
+    if args.event is None and not args.file:
+        raise CliError("give an event as JSON, '-' for stdin, or --file FILE", EXIT_BAD_INPUT)
+    out: list[tuple[str, bytes | None, bytes | None]] = []
+    for where, text in _event_lines(args):
+        try:
+            jsonvalue.load_object(text.encode())
+        except jsonvalue.NotAJsonObject as exc:
+            raise CliError(f"{where}: {exc}; nothing sent", EXIT_BAD_INPUT) from None
+        out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
+    client.produce_all(settings.bootstrap_servers, out)
+    print(f"sent {len(out)} event(s) to {topics.events}")
+    return EXIT_OK
+
+
+# -- tail / state ---------------------------------------------------------------------
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+
+
+def format_result(r: dict[str, Any]) -> str:
+    duration = _ms(r["finished_at"]) - _ms(r["started_at"])
+    size = len(r["final_state_json"].encode()) if r["final_state_json"] else 0
+    line = (f"RESULT  job={r['job']} handler={r['handler_id']} run={r['run_id']} "
+            f"status={r['status']} duration={duration}ms state={size}B")
+    return line + (f" error={r['error']!r}" if r["error"] else "")
+
+
+def format_command(c: dict[str, Any]) -> str:
+    state = len(c["initial_state_json"].encode()) if c["initial_state_json"] else 0
+    return (f"COMMAND job={c['job']} handler={c['handler_id']} run={c['run_id']} "
+            f"trigger={c['trigger_kind']}:{c['trigger_ref']} params={c['params_json']} state={state}B")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topics = load_topics(settings)
+    return tail(settings, topics, args.commands, args.from_beginning, args.count, args.timeout, args.json)
+
+
+def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beginning: bool,
+         count: int | None, timeout: float | None, as_json: bool = False) -> int:
+    watched = [topics.run_results] + ([topics.job_commands] if commands else [])
+    seen = 0
+    deadline = time.monotonic() + timeout if timeout else None
+    stream = client.follow(settings.bootstrap_servers, watched, from_beginning)
+    try:
+        for msg in stream:
+            if deadline is not None and time.monotonic() > deadline:
+                return EXIT_OK if count is None else EXIT_FAIL
+            if msg is None:
+                continue
+            is_result = msg.topic() == topics.run_results
+            record = (avro.results() if is_result else avro.commands()).decode(msg.value())
+            if as_json:
+                print(json.dumps({"kind": "result" if is_result else "command", **record}, default=_ms), flush=True)
+            else:
+                print(format_result(record) if is_result else format_command(record), flush=True)
+            if is_result:
+                seen += 1
+            if count is not None and seen >= count:
+                return EXIT_OK
+    finally:
+        stream.close()
+    return EXIT_OK
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topic = changelog_topic(settings, "job-state")
+    try:
+        latest = client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
+    except KafkaException as exc:
+        raise CliError(f"cannot read {topic}: {exc}") from None
+    value = latest.get(json.dumps(args.job).encode())  # Faust writes JSON keys
+    if value is None:
+        raise CliError(f"no stored state for job {args.job!r}")
+    print(json.dumps(json.loads(value), indent=2))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(handlers.json_schema(), indent=2))
+    return EXIT_OK
+
+
+# -- worker / dev ---------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker_main import run_worker
+
+    settings = settings_from(args)
+    if args.datadir:
+        settings.datadir = Path(args.datadir)
+    if args.web_port:
+        settings.web_port = args.web_port
+    return run_worker(settings, load_topics(settings), args.jobs, runner=not args.no_runner, loglevel=args.loglevel)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from .dev import run_dev
+
+    return run_dev(events=args.events, keep_data=args.keep_data)
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    common.add_argument("--topics-file", type=Path, help="topics.yaml to use (env SIGNALBOX_TOPICS_FILE)")
+    common.add_argument("--topic-prefix", help="prefix for every topic name (env SIGNALBOX_TOPIC_PREFIX)")
+    common.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
+    common.add_argument("--broker-kind", choices=["kafka", "tansu"],
+                        help="'tansu' enables the embedded broker's workarounds (env SIGNALBOX_BROKER_KIND)")
+
+    parser = argparse.ArgumentParser(prog="signalbox", description="Event-triggered jobs on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("dev", help="embedded broker + worker + examples, results in the terminal")
+    p.add_argument("--events", type=int, default=0, help="also send N extra generated events")
+    p.add_argument("--keep-data", action="store_true", help="keep the worker's RocksDB directory")
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("topics", parents=[common], help="create or check the topics of topics.yaml")
+    p.add_argument("action", choices=["create", "check"])
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("handlers", parents=[common], help="apply, list or delete handlers")
+    hs = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = hs.add_parser("apply", parents=[common], help="apply handlers from YAML/JSON files or folders")
+    a.add_argument("paths", nargs="+")
+    a.add_argument("--skip-invalid", action="store_true", help="apply the valid ones even if some are invalid")
+    a.set_defaults(func=cmd_handlers)
+    a = hs.add_parser("list", parents=[common], help="list the current handlers")
+    a.add_argument("--json", action="store_true", help="one JSON handler per line")
+    a.set_defaults(func=cmd_handlers)
+    a = hs.add_parser("delete", parents=[common], help="delete a handler (tombstone)")
+    a.add_argument("id")
+    a.add_argument("--force", action="store_true", help="send the tombstone even if the id is unknown")
+    a.set_defaults(func=cmd_handlers)
+
+    p = sub.add_parser("send", parents=[common], help="send events (JSON objects)")
+    p.add_argument("event", nargs="?", help="an event as JSON, or '-' to read JSON lines from stdin")
+    p.add_argument("--file", help="a file of JSON lines")
+    p.add_argument("--key", help="record key for every event")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("worker", parents=[common], help="run a worker (match, schedule, settle, runner)")
+    p.add_argument("--jobs", action="append", default=[], metavar="MODULE", help="import MODULE for its @job functions")
+    p.add_argument("--datadir", help="RocksDB directory of this worker (env SIGNALBOX_DATADIR)")
+    p.add_argument("--web-port", type=int, help="serve Faust's web views on 127.0.0.1:PORT")
+    p.add_argument("--no-runner", action="store_true", help="do not run jobs here (external executors do)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("tail", parents=[common], help="print run results as they arrive")
+    p.add_argument("--commands", action="store_true", help="print job commands too")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--count", type=int, help="exit after this many results")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("state", parents=[common], help="print a job's stored state")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_state)
+
+    p = sub.add_parser("schema", help="print the handler JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"signalbox: {exc}", file=sys.stderr)
+        return exc.code
+    except (KafkaException, TimeoutError) as exc:
+        print(f"signalbox: kafka: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130

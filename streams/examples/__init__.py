@@ -1,0 +1,1 @@
+"""Example handlers, jobs and events used by `signalbox dev` and the README."""

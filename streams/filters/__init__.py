@@ -1,0 +1,1 @@
+"""Pure filter dialects: no Kafka, no Faust. Values are parsed JSON with exact numbers."""

@@ -1,0 +1,101 @@
+"""The handler format: the pydantic model at the edge, and its validation.
+
+A handler says *when* (a trigger) and *what* (a job, with parameters taken from the
+event). Handlers are published as JSON to the compacted handlers topic, key = handler id;
+a tombstone (null value) deletes one. ``schemas/handler.schema.json`` is generated from
+:class:`Handler` (``signalbox schema``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import jsonvalue
+
+HANDLER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
+JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+
+ParamPath = Union[str, list[Union[str, int]]]
+
+
+class EventTrigger(BaseModel):
+    """Fire on events of the events topic that pass the filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Inclusion filter: the event must contain this JSON (PostgreSQL jsonb @>). "
+        "{} matches every event.",
+    )
+    exclude: dict[str, Any] | None = Field(
+        default=None,
+        description="Exclusion filter: the event must NOT contain this JSON (jsonb @>).",
+    )
+
+
+class Handler(BaseModel):
+    """One handler: a trigger, a job to start, and the job's parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=HANDLER_ID_PATTERN, description="Unique id; also the record key.")
+    job: str = Field(pattern=JOB_NAME_PATTERN, description="Name of the job to start.")
+    enabled: bool = Field(default=True, description="A disabled handler never fires.")
+    event: EventTrigger = Field(description="The event filter that starts the job.")
+    params: dict[str, ParamPath] = Field(
+        default_factory=dict,
+        description="Job parameters taken from the event: name -> path. A path is a dotted "
+        "string ('data.form.id', list indexes as numbers) or a list of keys for keys that "
+        "contain dots. A missing path means the handler does not fire.",
+    )
+    timeout_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="The runner stops the job after this long."
+    )
+    description: str | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _paths_not_empty(cls, params: dict[str, ParamPath]) -> dict[str, ParamPath]:
+        for name, path in params.items():
+            if path == "" or path == []:
+                raise ValueError(f"params.{name}: empty path")
+        return params
+
+
+class InvalidHandler(ValueError):
+    """A handler record that cannot be applied; ``str()`` is the reason."""
+
+
+def parse_handler(data: bytes | str | dict[str, Any], key: str | None = None) -> Handler:
+    """Validate one handler record; the record key, when given, must equal its id."""
+    try:
+        raw = jsonvalue.loads(data) if isinstance(data, (bytes, str)) else data
+    except ValueError as exc:
+        raise InvalidHandler(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidHandler("a handler must be a JSON object")
+    try:
+        handler = Handler.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidHandler(_describe(exc)) from None
+    if key is not None and key != handler.id:
+        raise InvalidHandler(f"record key {key!r} differs from handler id {handler.id!r}")
+    return handler
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(handler)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Handler.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://signalbox.dev/schemas/handler.schema.json"
+    return schema

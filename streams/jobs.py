@@ -1,0 +1,67 @@
+"""The job registry: user functions the built-in runner can start, by name.
+
+    from streams.jobs import job, Run
+
+    @job("migrate")
+    def migrate(run: Run) -> dict:
+        ...                      # run.params, run.state (the cursor), run.event
+        return {"last_pid": run.params["sip"]}   # the final state
+
+A job may be sync (run in a thread pool) or async. It returns its final state (a JSON
+object); returning None keeps ``run.state`` (as the job left it) as the final state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+JobResult = Union[dict[str, Any], None]
+JobFunction = Callable[["Run"], Union[JobResult, Awaitable[JobResult]]]
+F = TypeVar("F", bound=JobFunction)
+
+_REGISTRY: dict[str, JobFunction] = {}
+
+
+@dataclass
+class Run:
+    """What a job gets: its parameters, its state (cursor) and what triggered it."""
+
+    run_id: str
+    job: str
+    handler_id: str
+    params: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    event: dict[str, Any] | None = None
+    trigger_kind: str = "event"
+    attempt: int = 1
+
+
+def job(name: str | None = None) -> Callable[[F], F]:
+    """Register a function as a job (default name: the function's name)."""
+
+    def register(fn: F) -> F:
+        job_name = name or fn.__name__
+        existing = _REGISTRY.get(job_name)
+        if existing is not None and existing is not fn:
+            raise ValueError(f"job {job_name!r} is already registered by {existing.__module__}")
+        _REGISTRY[job_name] = fn
+        return fn
+
+    return register
+
+
+def get(name: str) -> JobFunction | None:
+    return _REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_modules(modules: list[str]) -> None:
+    """Import the user's job modules so their @job functions register."""
+    for module in modules:
+        importlib.import_module(module)

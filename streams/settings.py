@@ -1,0 +1,59 @@
+"""Settings, read from the environment (SIGNALBOX_*, KAFKA_BOOTSTRAP_SERVERS) and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .state_rules import StateLimits
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def default_topics_file() -> Path:
+    for candidate in (Path("topics.yaml"), PACKAGE_DIR / "topics.yaml", PACKAGE_DIR.parent / "topics.yaml"):
+        if candidate.is_file():
+            return candidate
+    return Path("topics.yaml")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGNALBOX_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SIGNALBOX_BOOTSTRAP_SERVERS"),
+    )
+    topics_file: Path = Field(default_factory=default_topics_file)
+    topic_prefix: str = ""
+    app_id: str = "signalbox"
+    datadir: Path = Path(".signalbox/data")
+    # "tansu" turns on the embedded broker's workarounds (short group timeouts, short
+    # fetch waits, single-record batches for changelogs); never use it against Kafka.
+    broker_kind: Literal["kafka", "tansu"] = "kafka"
+    state_warn_bytes: int = 10_000
+    state_max_bytes: int = 50_000
+    dedup_retention_seconds: float = 7 * 24 * 3600
+    runner_concurrency: int = 8
+    web_port: int | None = None
+    log_level: str = "info"
+
+    @property
+    def state_limits(self) -> StateLimits:
+        return StateLimits(self.state_warn_bytes, self.state_max_bytes)
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_kind == "tansu"
+
+    @property
+    def session_timeout_seconds(self) -> float:
+        # tansu holds a JoinGroup for half the session timeout: keep it short there.
+        return 6.0 if self.embedded else 45.0
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return 1.0 if self.embedded else 3.0

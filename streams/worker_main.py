@@ -1,0 +1,40 @@
+"""Start one worker process: check topics, load jobs, run the Faust app (+ the runner)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from confluent_kafka.admin import AdminClient
+from faust import Worker
+
+from . import jobs
+from . import topics as topics_mod
+from .engine import build_app
+from .runner import Runner
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
+               loglevel: str = "info") -> int:
+    problems = topics_mod.check(AdminClient({"bootstrap.servers": settings.bootstrap_servers}), topics)
+    if problems:
+        print("signalbox worker: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    try:
+        jobs.load_modules(job_modules)
+    except ImportError as exc:
+        print(f"signalbox worker: cannot import job module: {exc}", file=sys.stderr)
+        return 2
+    engine = build_app(settings, topics)
+    services = []
+    if runner:
+        services.append(Runner(settings, topics, loop=engine.app.loop))
+    worker = Worker(engine.app, *services, loglevel=loglevel, redirect_stdouts=False)
+    log.info("jobs registered: %s", ", ".join(jobs.names()) or "(none)")
+    worker.execute_from_commandline()
+    return 0
