@@ -79,9 +79,9 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
     results_topic = app.topic(topics.run_results, partitions=n, **raw)
 
     # Changelogs are JSON: key = job name, value = the final state object.
-    states = app.Table("job-state", partitions=n, key_type=str, value_type=dict, default=None)
+    states = app.Table("job-state", partitions=n, key_type=str, default=None)
     # key = run id, value = [first seen (ms), partition]
-    dedup = app.Table("run-dedup", partitions=n, key_type=str, value_type=list, default=None)
+    dedup = app.Table("run-dedup", partitions=n, key_type=str, default=None)
     limits = settings.state_limits
     retention_ms = int(settings.dedup_retention_seconds * 1000)
     last_sweep: dict[int, float] = {}

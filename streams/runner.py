@@ -94,8 +94,9 @@ class Runner(Service):
 
     async def on_start(self) -> None:
         s = self.settings
+        # Subscribed in the task, not here: start() would otherwise wait for the group join
+        # and hold up the services started after this one.
         self._consumer = AIOKafkaConsumer(
-            self.topics.job_commands,
             bootstrap_servers=s.bootstrap_servers,
             group_id=f"{s.app_id}-runner",
             enable_auto_commit=False,
@@ -118,6 +119,7 @@ class Runner(Service):
     @Service.task
     async def _run_commands(self) -> None:
         assert self._consumer is not None and self._producer is not None
+        self._consumer.subscribe([self.topics.job_commands])
         commands_codec, results_codec = avro.commands(), avro.results()
         limit = asyncio.Semaphore(self.settings.runner_concurrency)
 
