@@ -1,0 +1,37 @@
+"""Jobs the end-to-end tests start through a real worker (--jobs tests.e2e_jobs)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from streams.jobs import Run, job
+
+
+@job("count")
+def count(run: Run) -> dict[str, Any]:
+    """A cursor: the number of runs so far and every parameter seen."""
+    seen = [*run.state.get("seen", []), run.params]
+    return {"runs": run.state.get("runs", 0) + 1, "seen": seen}
+
+
+@job("grow")
+def grow(run: Run) -> dict[str, Any]:
+    """Final state of about params.size bytes."""
+    return {"runs": run.state.get("runs", 0) + 1, "pad": "x" * int(run.params["size"])}
+
+
+@job("explode")
+def explode(run: Run) -> None:
+    raise ValueError(f"bad input {run.params.get('n')}")
+
+
+@job("sleepy")
+def sleepy(run: Run) -> None:
+    time.sleep(float(run.params["seconds"]))
+
+
+# Each test uses its own job names, so job states (cursors) never mix between tests.
+for _i in range(10):
+    job(f"count{_i}")(count)
+    job(f"grow{_i}")(grow)
