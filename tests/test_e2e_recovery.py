@@ -1,0 +1,63 @@
+"""Workers that lose their disk, and workers that find the wrong topics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Stack, decode_avro, unique
+
+pytestmark = pytest.mark.broker
+
+
+def test_worker_with_deleted_rocksdb_gets_job_state_back_from_changelog(stack: Stack):
+    commands = stack.reader(stack.topics.job_commands)
+    results = stack.reader(stack.topics.run_results)
+    first = stack.start_worker("a")
+    first.wait_ready()
+    h = {"id": unique("recover"), "job": "count8", "event": {"match": {"type": "recover"}}, "params": {"n": "n"}}
+    stack.apply_handler(h)
+    for n in (1, 2, 3):
+        stack.send_event({"id": f"rec-{n}", "type": "recover", "n": n})
+        [c] = commands.wait_for(lambda m, n=n: decode_avro("job_command.avsc", m.value())["trigger_ref"] == f"id:rec-{n}")
+        run = decode_avro("job_command.avsc", c.value())["run_id"]
+        results.wait_for(lambda m, run=run: decode_avro("run_result.avsc", m.value())["run_id"] == run)
+    # settle writes the state before it emits the status event
+    events = stack.reader(stack.topics.events)
+    events.wait_for(lambda m, run=run: b'"source":"internal"' in m.value() and run.encode() in m.value())
+    events.close()
+    assert first.stop() == 0
+    shutil.rmtree(first.datadir)
+    assert not first.datadir.exists()
+
+    second = stack.start_worker("b", datadir=first.datadir)
+    second.wait_ready()
+    stack.send_event({"id": "rec-4", "type": "recover", "n": 4})
+    [c4] = commands.wait_for(lambda m: decode_avro("job_command.avsc", m.value())["trigger_ref"] == "id:rec-4")
+    state = json.loads(decode_avro("job_command.avsc", c4.value())["initial_state_json"])
+    assert state == {"runs": 3, "seen": [{"n": 1}, {"n": 2}, {"n": 3}]}
+    second.stop()
+    commands.close()
+    results.close()
+
+
+def test_worker_refuses_topics_that_differ_from_topics_yaml(stack: Stack, tmp_path):
+    spec = yaml.safe_load((ROOT / "topics.yaml").read_text())
+    spec["topics"]["events"]["partitions"] = 8
+    spec["topics"]["handlers"]["config"]["cleanup.policy"] = "delete"
+    wrong = tmp_path / "topics.yaml"
+    wrong.write_text(yaml.safe_dump(spec))
+
+    check = stack.cli("topics", "check", "--topics-file", str(wrong))
+    assert check.returncode == 2
+    assert f"{stack.prefix}signalbox.events: partitions is 4, topics.yaml says 8" in check.stderr
+    assert f"{stack.prefix}signalbox.handlers: cleanup.policy is 'compact', topics.yaml says 'delete'" in check.stderr
+
+    worker = stack.cli("worker", "--topics-file", str(wrong), "--datadir", str(tmp_path / "d"), timeout=60)
+    assert worker.returncode == 2
+    assert "differ from topics.yaml" in worker.stderr and "partitions is 4" in worker.stderr
+
+    assert stack.cli("topics", "check").returncode == 0
