@@ -37,9 +37,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def wait_until_answers(bootstrap: str, timeout: float = 30.0) -> None:
     """Block until a Kafka metadata request to ``bootstrap`` succeeds."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    while time.monotonic() < deadline:  # first the port, so librdkafka has nothing to complain about
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+            break
+        except OSError as exc:
+            last = exc
+            time.sleep(0.05)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     while time.monotonic() < deadline:
         try:
             admin.list_topics(timeout=1.0)

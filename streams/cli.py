@@ -246,7 +246,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
-    return run_dev(events=args.events, keep_data=args.keep_data)
+    return run_dev(events=args.events)
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -266,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev", help="embedded broker + worker + examples, results in the terminal")
     p.add_argument("--events", type=int, default=0, help="also send N extra generated events")
-    p.add_argument("--keep-data", action="store_true", help="keep the worker's RocksDB directory")
     p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("topics", parents=[common], help="create or check the topics of topics.yaml")

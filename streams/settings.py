@@ -21,7 +21,7 @@ def default_topics_file() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SIGNALBOX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SIGNALBOX_", extra="ignore", populate_by_name=True)
 
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092",

@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine with Python >= 3.11:
+#   make dev    embedded broker + worker + example handlers and events, results in the terminal
+#   make test   the whole test suite (and ruff)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: dev test lint bench install
+
+$(BIN)/signalbox: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(BIN)/signalbox
+
+install: $(BIN)/signalbox
+
+dev: install
+	$(BIN)/signalbox dev
+
+lint: install
+	$(BIN)/ruff check streams tests bench
+
+test: install lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python bench/bench_matcher.py

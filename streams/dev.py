@@ -1,0 +1,140 @@
+"""``signalbox dev``: the whole product on this machine, with nothing installed but Python.
+
+Starts the embedded broker, creates the topics of topics.yaml, applies the example
+handlers, starts a worker with the example jobs, sends the sample events, and prints job
+commands and run results as they happen, until Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from . import avro, client, cli
+from . import topics as topics_mod
+from .broker import EmbeddedBroker
+from .handler_files import load_handlers
+from .settings import Settings
+
+EXAMPLES = Path(str(resources.files("streams.examples")))
+WORKDIR = Path(".signalbox/dev")
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SIGNALBOX_BROKER_KIND": "tansu",
+        "SIGNALBOX_TOPICS_FILE": str(settings.topics_file.resolve()),
+    }
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker", "--jobs", "streams.examples.jobs",
+             "--datadir", str(settings.datadir)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # we stop it ourselves on Ctrl-C, after the output drains
+        )
+
+
+def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
+    """The example events, and a second wave sent once the first has settled."""
+    first = [line.strip().encode() for line in (EXAMPLES / "events.jsonl").read_text().splitlines() if line.strip()]
+    first.append(b"this line is not JSON: it goes to the dead-letter topic")
+    run = int(time.time())
+    # New ids: the same jobs run again, and their commands carry the cursors over.
+    return first, [json.dumps({"id": f"wave2-{run}-1", "PID": "CH-002003-9:1600", "source": "actions.js",
+                          "event_type": "MigratablePID"}).encode(),
+              json.dumps({"id": f"wave2-{run}-2", "submissionDate": "2016-01-18",
+                          "formID": "patient_registration_v7", "name": "Bukayo Saka"}).encode()] + [
+        json.dumps({"id": f"gen-{run}-{i}", "PID": f"CH-GEN:{i}", "source": "actions.js",
+                    "event_type": "MigratablePID"}).encode() for i in range(extra)]
+
+
+def run_dev(events: int = 0) -> int:
+    if WORKDIR.exists():
+        shutil.rmtree(WORKDIR)  # the broker keeps nothing between runs, so neither do we
+    WORKDIR.mkdir(parents=True)
+    broker = EmbeddedBroker(WORKDIR / "tansu.log")
+    worker: subprocess.Popen[bytes] | None = None
+    started = time.monotonic()
+    try:
+        broker.start()
+        settings = Settings(bootstrap_servers=broker.bootstrap_servers, broker_kind="tansu",
+                            datadir=WORKDIR / "worker-data")
+        topics = topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
+        _say(f"embedded broker (tansu) on {broker.bootstrap_servers}; log {WORKDIR / 'tansu.log'}")
+        topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics)
+        _say(f"created {len(topics.specs)} topics from {settings.topics_file}")
+        handlers, errors = load_handlers([EXAMPLES / "handlers.yaml"])
+        assert not errors, errors
+        client.produce_all(broker.bootstrap_servers, [
+            (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
+        for h in handlers:
+            _say(f"handler {h.id}: job {h.job}, match {json.dumps(h.event.match)}"
+                 + (f", exclude {json.dumps(h.event.exclude)}" if h.event.exclude else ""))
+        worker = _start_worker(settings, WORKDIR / "worker.log")
+        _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
+        first, second = _sample_events(events)
+        client.produce_all(broker.bootstrap_servers, [(topics.events, None, v) for v in first])
+        _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
+        _say("watching job commands and run results (Ctrl-C to stop)")
+        _follow(broker.bootstrap_servers, topics, worker, second, started)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _say("stopping")
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        broker.stop()
+        _say("stopped")
+    return 0
+
+
+def _follow(bootstrap: str, topics: topics_mod.Topics, worker: subprocess.Popen[bytes], later: list[bytes],
+            started: float) -> None:
+    results = 0
+    last_record = time.monotonic()
+    for msg in client.follow(bootstrap, [topics.job_commands, topics.run_results, topics.dead_letter], True):
+        if worker.poll() is not None:
+            _say(f"the worker exited with {worker.returncode}; see {WORKDIR / 'worker.log'}")
+            return
+        if msg is None:
+            # The first wave has settled (quiet for a second): send the second one.
+            if later and results and time.monotonic() - last_record > 1.0:
+                client.produce_all(bootstrap, [(topics.events, None, v) for v in later])
+                _say(f"sent {len(later)} more event(s): their commands carry the jobs' states")
+                later = []
+            continue
+        last_record = time.monotonic()
+        _say(_describe(msg.topic(), msg.value(), dict(msg.headers() or []), topics))
+        if msg.topic() == topics.run_results:
+            results += 1
+            if results == 1:
+                _say(f"first run result {time.monotonic() - started:.1f}s after start")
+
+
+def _describe(topic: str, value: bytes, headers: dict[str, Any], topics: topics_mod.Topics) -> str:
+    if topic == topics.job_commands:
+        return cli.format_command(avro.commands().decode(value))
+    if topic == topics.run_results:
+        return cli.format_result(avro.results().decode(value))
+    return f"DEAD    {value[:60]!r} reason={headers.get('reason', b'').decode()!r}"
