@@ -1,0 +1,47 @@
+"""`signalbox dev`, the README's first command, as a user runs it: output, then Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+
+def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNALBOX_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "dev"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    carried = re.compile(r"COMMAND job=migrate-pid .*trigger=event:id:wave2-.* state=[1-9]\d*B")
+    try:
+        while time.monotonic() < deadline and not any(carried.search(line) for line in lines):
+            line = proc.stdout.readline()
+            if line:
+                lines.append(line.rstrip())
+            else:
+                assert proc.poll() is None, "\n".join(lines)
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    output = "\n".join(lines) + "\n" + rest
+    assert any(carried.search(line) for line in lines), output
+    # the feeder use case: the PID reaches the migration job as its parameter
+    assert re.search(r'COMMAND job=migrate-pid handler=feeder-migrate-pid .*params=\{"sip":"CH-002003-9:1553"\}', output)
+    assert re.search(r"RESULT  job=migrate-pid .*status=succeeded duration=\d+ms state=\d+B", output)
+    # the OpenFn filter: v7 registered, v8 and the excluded one not
+    assert '"name":"Jack Wilshere"' in output
+    assert "Larry Bird" not in output and "john doe" not in output
+    assert "status=failed" in output and "DEAD " in output
+    assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output
+    assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
