@@ -142,3 +142,16 @@ def test_handler_files_yaml_folder_and_duplicates(tmp_path: Path):
     assert [h.id for h in handlers] == ["a"]
     assert handlers[0].event.match == {"n": Decimal("1.5")}
     assert len(errors) == 1 and "also defined" in errors[0]
+
+
+def test_docker_compose_commands_are_real_cli_commands():
+    import yaml
+
+    from streams.cli import build_parser
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    parser = build_parser()
+    for service in ("topics", "worker"):
+        args = parser.parse_args(compose["services"][service]["command"])
+        assert callable(args.func)
+    assert compose["services"]["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
