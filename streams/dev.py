@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from . import avro, client, cli
+from . import avro, cli, client
 from . import topics as topics_mod
 from .broker import EmbeddedBroker
 from .handler_files import load_handlers

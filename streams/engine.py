@@ -80,7 +80,7 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
 
     # Changelogs are JSON: key = job name, value = the final state object.
     states = app.Table("job-state", partitions=n, key_type=str, default=None)
-    # key = run id, value = [first seen (ms), partition]
+    # key = run id, value = [first seen (ms), trigger partition, trigger offset]
     dedup = app.Table("run-dedup", partitions=n, key_type=str, default=None)
     limits = settings.state_limits
     retention_ms = int(settings.dedup_retention_seconds * 1000)
@@ -142,10 +142,13 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
             now = now_ms()
             sweep_dedup(message.partition, now)
             seen = dedup.get(trigger["run_id"])
-            if seen is not None and now - seen[0] <= retention_ms:
+            here = [message.partition, message.offset]
+            if seen is not None and now - seen[0] <= retention_ms and seen[1:] != here:
                 log.info("run %s already scheduled; trigger %s ignored", trigger["run_id"], trigger["trigger_ref"])
                 continue
-            dedup[trigger["run_id"]] = [now, message.partition]
+            # The same trigger record seen again means a crash came between this write and
+            # the offset commit: send the command again rather than risk having lost it.
+            dedup[trigger["run_id"]] = [now, *here]
             state = states.get(trigger["job"])
             command = records.command_from_trigger(trigger, jsonvalue.dumps(state) if state is not None else None, now)
             await commands_topic.send(key=message.key, value=commands_codec.encode(command))

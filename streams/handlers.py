@@ -8,7 +8,7 @@ a tombstone (null value) deletes one. ``schemas/handler.schema.json`` is generat
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,7 +17,7 @@ from . import jsonvalue
 HANDLER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 
-ParamPath = Union[str, list[Union[str, int]]]
+ParamPath = str | list[str | int]
 
 
 class EventTrigger(BaseModel):

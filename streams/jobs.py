@@ -16,10 +16,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
-JobResult = Union[dict[str, Any], None]
-JobFunction = Callable[["Run"], Union[JobResult, Awaitable[JobResult]]]
+JobResult = dict[str, Any] | None
+JobFunction = Callable[["Run"], JobResult | Awaitable[JobResult]]
 F = TypeVar("F", bound=JobFunction)
 
 _REGISTRY: dict[str, JobFunction] = {}

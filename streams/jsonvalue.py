@@ -7,7 +7,6 @@ that has a fraction or exponent, and written back without going through float.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import simplejson

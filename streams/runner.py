@@ -72,7 +72,7 @@ async def execute(command: dict[str, Any], runner_name: str) -> dict[str, Any]:
             raise TypeError(f"a job must return a dict or None, not {type(final).__name__}")
         return {**result, "status": "succeeded", "finished_at": now_ms(),
                 "final_state_json": json.dumps(final, separators=(",", ":"), default=str)}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return {**result, "status": "timed_out", "finished_at": now_ms(),
                 "error": f"timed out after {command['timeout_seconds']}s"}
     except Exception as exc:

@@ -37,7 +37,8 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     output = "\n".join(lines) + "\n" + rest
     assert any(carried.search(line) for line in lines), output
     # the feeder use case: the PID reaches the migration job as its parameter
-    assert re.search(r'COMMAND job=migrate-pid handler=feeder-migrate-pid .*params=\{"sip":"CH-002003-9:1553"\}', output)
+    pid_command = r'COMMAND job=migrate-pid handler=feeder-migrate-pid .*params=\{"sip":"CH-002003-9:1553"\}'
+    assert re.search(pid_command, output)
     assert re.search(r"RESULT  job=migrate-pid .*status=succeeded duration=\d+ms state=\d+B", output)
     # the OpenFn filter: v7 registered, v8 and the excluded one not
     assert '"name":"Jack Wilshere"' in output

@@ -22,7 +22,8 @@ def test_worker_with_deleted_rocksdb_gets_job_state_back_from_changelog(stack: S
     stack.apply_handler(h)
     for n in (1, 2, 3):
         stack.send_event({"id": f"rec-{n}", "type": "recover", "n": n})
-        [c] = commands.wait_for(lambda m, n=n: decode_avro("job_command.avsc", m.value())["trigger_ref"] == f"id:rec-{n}")
+        [c] = commands.wait_for(
+            lambda m, n=n: decode_avro("job_command.avsc", m.value())["trigger_ref"] == f"id:rec-{n}")
         run = decode_avro("job_command.avsc", c.value())["run_id"]
         results.wait_for(lambda m, run=run: decode_avro("run_result.avsc", m.value())["run_id"] == run)
     # settle writes the state before it emits the status event

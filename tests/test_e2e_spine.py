@@ -66,7 +66,8 @@ def internal(run: str, event_type: str = "JobRun Status Change"):
             e = json.loads(m.value())
         except ValueError:  # the dead-letter tests put non-JSON records on the events topic
             return False
-        return isinstance(e, dict) and e.get("source") == "internal" and e.get("run_id") == run and e.get("event_type") == event_type
+        return (isinstance(e, dict) and e.get("source") == "internal" and e.get("run_id") == run
+                and e.get("event_type") == event_type)
     return pred
 
 
@@ -105,7 +106,8 @@ def test_event_to_command_to_result_and_state_carries_over(stack, worker, comman
 
 
 def test_exclusion_and_missing_parameter_start_nothing(stack, worker, commands):
-    h = handler("count2", {"type": "form"}, event={"exclude": {"allowedToShare": False}}, params={"who": "person.name"})
+    h = handler("count2", {"type": "form"}, event={"exclude": {"allowedToShare": False}},
+                params={"who": "person.name"})
     stack.apply_handler(h)
     stack.send_event({"id": "f-excluded", "type": "form", "allowedToShare": False, "person": {"name": "a"}})
     stack.send_event({"id": "f-no-param", "type": "form", "person": {}})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,7 +96,7 @@ def test_state_limits():
 
 
 def _result(status: str, state: str | None) -> dict:
-    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t = datetime(2026, 1, 1, tzinfo=UTC)
     return {"run_id": "r", "job": "j", "handler_id": "h", "status": status, "final_state_json": state,
             "error": None, "started_at": t, "finished_at": t}
 
@@ -120,8 +120,9 @@ def test_commands_round_trip_through_avro_and_plain_fastavro():
     data = avro.commands().encode(cmd)
     assert data[:2] == b"\xc3\x01"
     decoded = decode_avro("job_command.avsc", data)  # fastavro + the .avsc file, no project code
-    assert decoded["created_at"] == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
-    assert {k: v for k, v in decoded.items() if k != "created_at"} == {k: v for k, v in cmd.items() if k != "created_at"}
+    assert decoded["created_at"] == datetime.fromtimestamp(1_700_000_000, tz=UTC)
+    assert {k: v for k, v in decoded.items() if k != "created_at"} == {
+        k: v for k, v in cmd.items() if k != "created_at"}
     with pytest.raises(avro.AvroDecodeError, match="fingerprint"):
         avro.results().decode(data)
 

@@ -12,7 +12,7 @@ from streams.jobs import Run, job
 async def migrate_pid(run: Run) -> dict[str, Any]:
     """The feeder's Fedora 3 -> 6 migration: one run per MigratablePID event."""
     await asyncio.sleep(0.05)  # stands in for requesting a DIP
-    migrated = list(run.state.get("migrated", []))[-9:] + [run.params["sip"]]
+    migrated = [*run.state.get("migrated", [])[-9:], run.params["sip"]]
     return {"migrated": migrated, "count": run.state.get("count", 0) + 1}
 
 
