@@ -19,7 +19,7 @@ dev: install
 	$(BIN)/signalbox dev
 
 lint: install
-	$(BIN)/ruff check streams tests bench
+	$(BIN)/ruff check .
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
