@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from . import avro, client, handlers, jsonvalue
+from . import avro, client, handlers, jsonvalue, records
 from . import topics as topics_mod
 from .handler_files import load_handlers
+from .handler_set import HandlerSet
 from .settings import Settings
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -84,6 +86,7 @@ def cmd_handlers(args: argparse.Namespace) -> int:
     topics = load_topics(settings)
     if args.action == "apply":
         found, errors = load_handlers([Path(p) for p in args.paths])
+        errors += flow_cycles(settings, topics, found)
         for line in errors:
             print(f"invalid: {line}", file=sys.stderr)
         if errors and not args.skip_invalid:
@@ -105,10 +108,16 @@ def cmd_handlers(args: argparse.Namespace) -> int:
                 continue
             try:
                 h = handlers.parse_handler(value, key=handler_id)
-                print(f"{h.id}\tjob={h.job}\tenabled={str(h.enabled).lower()}\tmatch={jsonvalue.dumps(h.event.match)}"
-                      + (f"\texclude={jsonvalue.dumps(h.event.exclude)}" if h.event.exclude is not None else ""))
+                print(f"{h.id}\tjob={h.job}\tenabled={str(h.enabled).lower()}\t{describe_trigger(h)}")
             except handlers.InvalidHandler as exc:
                 print(f"{handler_id}\tINVALID: {exc}")
+        return EXIT_OK
+    if args.action == "arm":
+        if args.id not in current:
+            raise CliError(f"no handler {args.id!r} on {topics.handlers}")
+        # A once-handler is armed by every new version of it: publish the same value again.
+        client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), current[args.id])])
+        print(f"armed {args.id}")
         return EXIT_OK
     # delete
     if args.id not in current and not args.force:
@@ -116,6 +125,37 @@ def cmd_handlers(args: argparse.Namespace) -> int:
     client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
     print(f"deleted {args.id}")
     return EXIT_OK
+
+
+def describe_trigger(h: handlers.Handler) -> str:
+    if h.event is not None:
+        parts = {k: v for k, v in h.event.model_dump(exclude_none=True).items() if v not in ({}, None)}
+        text = "event " + jsonvalue.dumps(parts)
+    elif h.cron is not None:
+        text = f"cron {h.cron.schedule!r} {h.cron.timezone} misfire={h.cron.misfire}"
+    else:
+        assert h.after is not None
+        text = f"after {h.after.job} on={h.after.on} state={h.after.state}"
+    return text + ("\tonce" if h.once else "")
+
+
+def flow_cycles(settings: Settings, topics: topics_mod.Topics, new: list[handlers.Handler]) -> list[str]:
+    """Flow/catch cycles the new handlers would close with the current ones."""
+    if not any(h.after is not None for h in new):
+        return []
+    live = HandlerSet()
+    for handler_id, value in current_handlers(settings, topics).items():
+        try:
+            live.put(handlers.parse_handler(value, key=handler_id))
+        except handlers.InvalidHandler:
+            continue
+    errors = []
+    for h in new:
+        try:
+            live.put(h)
+        except handlers.InvalidHandler as exc:
+            errors.append(f"{h.id}: {exc}")
+    return errors
 
 
 # -- send -----------------------------------------------------------------------------
@@ -149,6 +189,24 @@ def cmd_send(args: argparse.Namespace) -> int:
         out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
     client.produce_all(settings.bootstrap_servers, out)
     print(f"sent {len(out)} event(s) to {topics.events}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topics = load_topics(settings)
+    if args.handler_id not in current_handlers(settings, topics):
+        raise CliError(f"no handler {args.handler_id!r} on {topics.handlers}")
+    try:
+        params = json.loads(args.params)
+    except ValueError as exc:
+        raise CliError(f"--params: {exc}", EXIT_BAD_INPUT) from None
+    if not isinstance(params, dict):
+        raise CliError("--params must be a JSON object", EXIT_BAD_INPUT)
+    request_id = f"run-{uuid.uuid4()}"
+    event = records.run_request(args.handler_id, params, request_id)
+    client.produce_all(settings.bootstrap_servers, [(topics.events, None, json.dumps(event).encode())])
+    print(f"requested a run of {args.handler_id} (request {request_id})")
     return EXIT_OK
 
 
@@ -281,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = hs.add_parser("list", parents=[common], help="list the current handlers")
     a.add_argument("--json", action="store_true", help="one JSON handler per line")
     a.set_defaults(func=cmd_handlers)
+    a = hs.add_parser("arm", parents=[common], help="re-arm a once-handler (publishes it again)")
+    a.add_argument("id")
+    a.set_defaults(func=cmd_handlers)
     a = hs.add_parser("delete", parents=[common], help="delete a handler (tombstone)")
     a.add_argument("id")
     a.add_argument("--force", action="store_true", help="send the tombstone even if the id is unknown")
@@ -291,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="a file of JSON lines")
     p.add_argument("--key", help="record key for every event")
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("run", parents=[common], help="start a handler's job now (OpenFn's run button)")
+    p.add_argument("handler_id")
+    p.add_argument("--params", default="{}", help="the run's parameters, a JSON object")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", parents=[common], help="run a worker (match, schedule, settle, runner)")
     p.add_argument("--jobs", action="append", default=[], metavar="MODULE", help="import MODULE for its @job functions")

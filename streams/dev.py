@@ -84,8 +84,7 @@ def run_dev(events: int = 0) -> int:
         client.produce_all(broker.bootstrap_servers, [
             (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
         for h in handlers:
-            _say(f"handler {h.id}: job {h.job}, match {json.dumps(h.event.match)}"
-                 + (f", exclude {json.dumps(h.event.exclude)}" if h.event.exclude else ""))
+            _say(f"handler {h.id}: job {h.job}, {cli.describe_trigger(h)}")
         worker = _start_worker(settings, WORKDIR / "worker.log")
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
         first, second = _sample_events(events)

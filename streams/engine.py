@@ -3,11 +3,18 @@
     events ──match──► triggers ──schedule──► job-commands      (runner: runner.py)
     run-results ──settle──► job state table + internal events ──► events
 
+    cron timer ──► triggers      (on the worker that owns the job's partition)
+
 ``match`` is stateless. ``schedule`` and ``settle`` consume topics keyed by job with the
 same partition count, so Faust's assignor gives one worker a job's partition of both and
-of the tables they share (state: job -> last accepted final state; dedup: run id -> when
-seen). Both tables are RocksDB-backed with changelogs, so a worker that lost its disk
-gets them back from Kafka.
+of the tables they share. The tables are RocksDB-backed with changelogs, so a worker that
+lost its disk, or takes over a partition, gets them back from Kafka:
+
+- ``job-state``: job -> last accepted final state (the cursor);
+- ``run-dedup``: run id -> [first seen ms, partition]: a run id is scheduled once;
+- ``once-fired``: handler id -> arm token it last fired with (a once-handler is armed
+  while its current token differs);
+- ``cron-last``: handler id -> the last tick scheduled (epoch seconds).
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 
-from . import avro, jsonvalue, records
+from . import avro, cron, jsonvalue, records
 from .faust_driver import register as register_tansu_driver
 from .handler_feed import HandlerFeed
+from .handler_set import HandlerSet
 from .identity import event_identity
-from .matching import HandlerIndex
+from .matching import extract_params
 from .settings import Settings
 from .topics import Topics
 
@@ -40,11 +49,16 @@ def now_ms() -> int:
 class Engine:
     app: faust.App
     feed: HandlerFeed
-    index: HandlerIndex
+    handlers: HandlerSet
 
 
-def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = None) -> Engine:
-    index = index if index is not None else HandlerIndex()
+def job_partition(job: str, partitions: int) -> int:
+    """The partition a job's records land on (murmur2, as Java, aiokafka and our CLI send)."""
+    return (murmur2(job.encode()) & 0x7FFFFFFF) % partitions
+
+
+def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = None) -> Engine:
+    handlers = handlers if handlers is not None else HandlerSet()
     embedded = settings.embedded
     if embedded:
         register_tansu_driver()
@@ -67,7 +81,7 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
         topic_allow_declare=True,
         table_standby_replicas=1,
     )
-    feed = HandlerFeed(settings, topics, index, loop=app.loop, beacon=app.beacon)
+    feed = HandlerFeed(settings, topics, handlers, loop=app.loop, beacon=app.beacon)
     app.add_dependency(feed)
 
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -80,8 +94,10 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
 
     # Changelogs are JSON: key = job name, value = the final state object.
     states = app.Table("job-state", partitions=n, key_type=str, default=None)
-    # key = run id, value = [first seen (ms), trigger partition, trigger offset]
+    # key = run id, value = [first seen (ms), partition]
     dedup = app.Table("run-dedup", partitions=n, key_type=str, default=None)
+    once_fired = app.Table("once-fired", partitions=n, key_type=str, default=None)
+    cron_last = app.Table("cron-last", partitions=n, key_type=str, default=None)
     limits = settings.state_limits
     retention_ms = int(settings.dedup_retention_seconds * 1000)
     last_sweep: dict[int, float] = {}
@@ -110,15 +126,37 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
             except jsonvalue.NotAJsonObject as exc:
                 await dead_letter(message, str(exc))
                 continue
-            matches = index.match(doc)
-            if not matches:
-                continue
-            ref = event_identity(doc, message.topic, message.partition, message.offset)
             text = message.value.decode("utf-8")
+            for trigger in triggers_for(doc, text, message):
+                await triggers_topic.send(key=trigger["job"].encode(), value=jsonvalue.dumps(trigger).encode())
+
+    def triggers_for(doc: dict[str, Any], text: str, message: Any) -> list[dict[str, Any]]:
+        """Every trigger one event starts: event handlers, flow/catch handlers, run requests."""
+        out = []
+        matches = handlers.events.match(doc)
+        if matches:
+            ref = event_identity(doc, message.topic, message.partition, message.offset)
             timestamp = int(message.timestamp * 1000) if message.timestamp else None
             for m in matches:
-                trigger = records.trigger_for_event(m, text, ref, timestamp)
-                await triggers_topic.send(key=m.handler.job.encode(), value=jsonvalue.dumps(trigger).encode())
+                out.append(records.trigger_for_event(m, text, ref, timestamp, once_token(m.handler)))
+        if records.is_status_event(doc):
+            for h in handlers.after(doc["job"]):
+                if not records.after_fires(h, doc):
+                    continue
+                params = extract_params(h, doc)
+                if params is not None:
+                    out.append(records.trigger_for_after(h, params, doc, text, once_token(h)))
+        if records.is_run_request(doc):
+            h = handlers.get(doc["handler_id"])
+            if h is None:
+                log.warning("run requested for unknown handler %s; ignored", doc["handler_id"])
+            else:
+                out.append(records.trigger_for_request(h, doc, text))
+        return out
+
+    def once_token(handler: Any) -> int | None:
+        applied = handlers.applied(handler.id)
+        return applied.offset if handler.once and applied is not None else None
 
     def sweep_dedup(partition: int, now: int) -> None:
         # Table writes go to the changelog partition of the event being processed, so an
@@ -142,16 +180,24 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
             now = now_ms()
             sweep_dedup(message.partition, now)
             seen = dedup.get(trigger["run_id"])
-            here = [message.partition, message.offset]
-            if seen is not None and now - seen[0] <= retention_ms and seen[1:] != here:
+            if seen is not None and now - seen[0] <= retention_ms:
                 log.info("run %s already scheduled; trigger %s ignored", trigger["run_id"], trigger["trigger_ref"])
                 continue
-            # The same trigger record seen again means a crash came between this write and
-            # the offset commit: send the command again rather than risk having lost it.
-            dedup[trigger["run_id"]] = [now, *here]
+            token = trigger.get("once_token")
+            if token is not None and once_fired.get(trigger["handler_id"]) == token:
+                log.info("listener %s is disarmed; trigger %s ignored", trigger["handler_id"], trigger["trigger_ref"])
+                continue
             state = states.get(trigger["job"])
             command = records.command_from_trigger(trigger, jsonvalue.dumps(state) if state is not None else None, now)
+            # Command first, then the dedup entry: a crash between the two can repeat a
+            # command (runs are idempotent by run id) but never lose one.
             await commands_topic.send(key=message.key, value=commands_codec.encode(command))
+            dedup[trigger["run_id"]] = [now, message.partition]
+            if token is not None:
+                once_fired[trigger["handler_id"]] = token
+            tick = trigger.get("cron_tick")
+            if tick is not None and tick > (cron_last.get(trigger["handler_id"]) or 0):
+                cron_last[trigger["handler_id"]] = tick
 
     @app.agent(results_topic, name="settle")
     async def settle(stream: faust.StreamT) -> None:
@@ -171,4 +217,34 @@ def build_app(settings: Settings, topics: Topics, index: HandlerIndex | None = N
                                 internal["run_id"], internal["state_bytes"], internal["stored"])
                 await events_topic.send(key=result["job"].encode(), value=jsonvalue.dumps(internal).encode())
 
-    return Engine(app=app, feed=feed, index=index)
+    sent_ticks: dict[str, float] = {}
+    grace = max(2 * settings.cron_interval_seconds, 1.0)
+
+    @app.timer(settings.cron_interval_seconds, name="cron")
+    async def cron_timer() -> None:
+        """Send the due ticks of the cron handlers whose job partition this worker owns.
+
+        The schedule step records each scheduled tick in ``cron-last`` and drops a tick's
+        run id when it sees it twice, so a tick sent by two workers during a rebalance
+        still starts one run; ticks missed while nobody owned the job are found from
+        ``cron-last`` by the next owner (run_once) or dropped (skip)."""
+        if not feed.ready.is_set() or app.rebalancing:
+            return
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.triggers}
+        now = time.time()
+        for applied in handlers.cron():
+            h = applied.handler
+            assert h.cron is not None
+            if job_partition(h.job, n) not in owned:
+                sent_ticks.pop(h.id, None)
+                continue
+            last = max(cron_last.get(h.id) or applied.timestamp_ms / 1000, sent_ticks.get(h.id, 0.0))
+            for tick in cron.ticks_between(h.cron.schedule, h.cron.timezone, last, now):
+                sent_ticks[h.id] = tick
+                if h.cron.misfire == "skip" and tick < now - grace:
+                    log.info("cron %s: tick %s missed, skipped (misfire: skip)", h.id, tick)
+                    continue
+                trigger = records.trigger_for_tick(h, tick)
+                await triggers_topic.send(key=h.job.encode(), value=jsonvalue.dumps(trigger).encode())
+
+    return Engine(app=app, feed=feed, handlers=handlers)

@@ -20,8 +20,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
+from .handler_set import HandlerSet
 from .handlers import InvalidHandler, parse_handler
-from .matching import HandlerIndex
 from .settings import Settings
 from .topics import Topics
 
@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 
 class HandlerFeed(Service):
-    def __init__(self, settings: Settings, topics: Topics, index: HandlerIndex, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topics = topics
-        self.index = index
+        self.handlers = handlers
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -79,10 +79,10 @@ class HandlerFeed(Service):
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    await self._apply(record.key, record.value, record.offset)
+                    await self._apply(record.key, record.value, record.offset, record.timestamp)
             if not self.ready.is_set() and await self._caught_up(consumer):
                 self.ready.set()
-                log.info("handler feed ready: %d handler(s)", len(self.index))
+                log.info("handler feed ready: %d handler(s)", len(self.handlers))
 
     @staticmethod
     async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
@@ -93,19 +93,19 @@ class HandlerFeed(Service):
                 return False
         return True
 
-    async def _apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+    async def _apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int) -> None:
         handler_id = key.decode("utf-8", "replace") if key is not None else None
         if value is None:
-            if handler_id is not None and self.index.remove(handler_id) is not None:
+            if handler_id is not None and self.handlers.remove(handler_id) is not None:
                 log.info("handler %s deleted", handler_id)
             return
         try:
             handler = parse_handler(value, key=handler_id)
+            self.handlers.put(handler, offset, timestamp_ms)
         except InvalidHandler as exc:
             # Not applied: an earlier valid version of the same id, if any, stays active.
             await self._reject(handler_id, value, offset, str(exc))
             return
-        self.index.put(handler)
         log.info("handler %s applied (job %s)", handler.id, handler.job)
 
     async def _reject(self, handler_id: str | None, value: bytes, offset: int, reason: str) -> None:

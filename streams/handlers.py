@@ -8,9 +8,10 @@ a tombstone (null value) deletes one. ``schemas/handler.schema.json`` is generat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import jsonvalue
 
@@ -36,6 +37,56 @@ class EventTrigger(BaseModel):
     )
 
 
+class CronTrigger(BaseModel):
+    """Fire on a schedule (OpenFn cron triggers). Each tick starts exactly one run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str = Field(
+        description="Standard 5-field cron ('*/15 * * * *'), an alias (@hourly, @daily, @weekly, "
+        "@monthly, @yearly, @annually, @midnight), or 6 fields with seconds first ('*/5 * * * * *')."
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone the schedule is read in.")
+    misfire: Literal["run_once", "skip"] = Field(
+        default="run_once",
+        description="Ticks missed while no worker owned the job (a failover): run_once fires each "
+        "of them once when ownership settles; skip drops them.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str) -> str:
+        from .cron import parse_schedule
+
+        parse_schedule(schedule)
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {name!r}") from None
+        return name
+
+
+class AfterTrigger(BaseModel):
+    """Fire when a run of another job settles (OpenFn flow and catch triggers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(pattern=JOB_NAME_PATTERN, description="The upstream job.")
+    on: Literal["success", "failure", "either"] = Field(
+        default="success", description="success: flow trigger; failure (failed or timed out): catch trigger."
+    )
+    state: Literal["upstream", "own"] = Field(
+        default="upstream",
+        description="upstream: the run starts with the upstream run's final state (OpenFn); "
+        "own: with this job's own stored state (its cursor).",
+    )
+
+
 class Handler(BaseModel):
     """One handler: a trigger, a job to start, and the job's parameters."""
 
@@ -44,12 +95,20 @@ class Handler(BaseModel):
     id: str = Field(pattern=HANDLER_ID_PATTERN, description="Unique id; also the record key.")
     job: str = Field(pattern=JOB_NAME_PATTERN, description="Name of the job to start.")
     enabled: bool = Field(default=True, description="A disabled handler never fires.")
-    event: EventTrigger = Field(description="The event filter that starts the job.")
+    event: EventTrigger | None = Field(default=None, description="Fire on events that pass this filter.")
+    cron: CronTrigger | None = Field(default=None, description="Fire on a schedule.")
+    after: AfterTrigger | None = Field(default=None, description="Fire when another job's run settles.")
+    once: bool = Field(
+        default=False,
+        description="A listener (ecFlow/Aviso): armed when applied or re-applied; while armed, the first "
+        "matching event fires it and disarms it. Not with cron.",
+    )
     params: dict[str, ParamPath] = Field(
         default_factory=dict,
-        description="Job parameters taken from the event: name -> path. A path is a dotted "
+        description="Job parameters taken from the triggering event: name -> path. A path is a dotted "
         "string ('data.form.id', list indexes as numbers) or a list of keys for keys that "
-        "contain dots. A missing path means the handler does not fire.",
+        "contain dots. A missing path means the handler does not fire. For after-handlers the event "
+        "is the upstream run's status event.",
     )
     timeout_seconds: float = Field(
         default=300.0, gt=0, le=86400, description="The runner stops the job after this long."
@@ -63,6 +122,21 @@ class Handler(BaseModel):
             if path == "" or path == []:
                 raise ValueError(f"params.{name}: empty path")
         return params
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Handler:
+        given = [k for k in ("event", "cron", "after") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one trigger of event, cron, after is required; got {given or 'none'}")
+        if self.once and self.cron is not None:
+            raise ValueError("once applies to event and after triggers, not to cron")
+        if self.cron is not None and self.params:
+            raise ValueError("a cron handler has no triggering event to take params from")
+        return self
+
+    @property
+    def trigger_kind(self) -> str:
+        return "event" if self.event is not None else "cron" if self.cron is not None else "after"
 
 
 class InvalidHandler(ValueError):

@@ -8,9 +8,11 @@ settle -> state to store + internal events (JSON on the events topic)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from . import jsonvalue
+from .handlers import Handler
 from .identity import run_id
 from .matching import Match
 from .state_rules import StateDecision, StateLimits
@@ -21,22 +23,84 @@ STATUS_EVENT_TYPE = "JobRun Status Change"
 STATE_WARNING_EVENT_TYPE = "JobState Size Warning"
 
 
-def trigger_for_event(match: Match, event_text: str, trigger_ref: str, event_time_ms: int | None) -> dict[str, Any]:
-    handler = match.handler
+RUN_REQUESTED_EVENT_TYPE = "JobRun Requested"
+
+
+def make_trigger(
+    handler: Handler,
+    kind: str,
+    ref: str,
+    params: dict[str, Any],
+    event_text: str | None = None,
+    event_time_ms: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A trigger record. ``extra``: initial_state_json (overrides the job's cursor),
+    once_token (arm token of a once-handler), cron_tick (epoch seconds)."""
     return {
-        "run_id": run_id(handler.id, trigger_ref),
+        "run_id": run_id(handler.id, ref),
         "job": handler.job,
         "handler_id": handler.id,
-        "trigger_kind": "event",
-        "trigger_ref": trigger_ref,
-        "params_json": jsonvalue.dumps(match.params),
+        "trigger_kind": kind,
+        "trigger_ref": ref,
+        "params_json": jsonvalue.dumps(params),
         "event_json": event_text,
         "timeout_seconds": handler.timeout_seconds,
         "event_time": event_time_ms,
+        **{k: v for k, v in extra.items() if v is not None},
     }
 
 
-def command_from_trigger(trigger: dict[str, Any], initial_state_json: str | None, now_ms: int) -> dict[str, Any]:
+def trigger_for_event(match: Match, event_text: str, trigger_ref: str, event_time_ms: int | None,
+                      once_token: int | None = None) -> dict[str, Any]:
+    return make_trigger(match.handler, "event", trigger_ref, match.params, event_text, event_time_ms,
+                        once_token=once_token)
+
+
+def trigger_for_tick(handler: Handler, tick: float) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return make_trigger(handler, "cron", f"cron:{stamp}", {}, event_time_ms=int(tick * 1000), cron_tick=tick)
+
+
+def after_fires(handler: Handler, status_event: dict[str, Any]) -> bool:
+    assert handler.after is not None
+    finished = status_event.get("new_status") == "finished"
+    return handler.after.on == "either" or (handler.after.on == "success") == finished
+
+
+def trigger_for_after(handler: Handler, params: dict[str, Any], status_event: dict[str, Any], event_text: str,
+                      once_token: int | None = None) -> dict[str, Any]:
+    """Flow/catch: the downstream run starts with the upstream's final state (when asked
+    for and present), else with its own cursor."""
+    assert handler.after is not None
+    upstream = status_event.get("final_state")
+    initial = jsonvalue.dumps(upstream) if handler.after.state == "upstream" and upstream is not None else None
+    return make_trigger(handler, "after", f"after:{status_event['run_id']}", params, event_text,
+                        initial_state_json=initial, once_token=once_token)
+
+
+def is_status_event(event: dict[str, Any]) -> bool:
+    return (event.get("source") == "internal" and event.get("event_type") == STATUS_EVENT_TYPE
+            and isinstance(event.get("job"), str) and isinstance(event.get("run_id"), str))
+
+
+def is_run_request(event: dict[str, Any]) -> bool:
+    return event.get("event_type") == RUN_REQUESTED_EVENT_TYPE and isinstance(event.get("handler_id"), str)
+
+
+def run_request(handler_id: str, params: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """The event `signalbox run` sends: start a handler's job now, outside its trigger."""
+    return {"id": request_id, "source": "signalbox", "event_type": RUN_REQUESTED_EVENT_TYPE,
+            "handler_id": handler_id, "params": params}
+
+
+def trigger_for_request(handler: Handler, request: dict[str, Any], event_text: str) -> dict[str, Any]:
+    params = request.get("params") if isinstance(request.get("params"), dict) else {}
+    return make_trigger(handler, "manual", f"manual:{request.get('id')}", params, event_text)
+
+
+def command_from_trigger(trigger: dict[str, Any], cursor_json: str | None, now_ms: int) -> dict[str, Any]:
+    """The job command; its initial state is the trigger's own (flows) or the job's cursor."""
     return {
         "run_id": trigger["run_id"],
         "job": trigger["job"],
@@ -45,7 +109,7 @@ def command_from_trigger(trigger: dict[str, Any], initial_state_json: str | None
         "trigger_ref": trigger["trigger_ref"],
         "params_json": trigger["params_json"],
         "event_json": trigger.get("event_json"),
-        "initial_state_json": initial_state_json,
+        "initial_state_json": trigger.get("initial_state_json", cursor_json),
         "attempt": trigger.get("attempt", 1),
         "timeout_seconds": float(trigger.get("timeout_seconds", 300.0)),
         "event_time": trigger.get("event_time"),
@@ -79,6 +143,8 @@ def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
         "error": result.get("error"),
         "duration_ms": ms(result["finished_at"]) - ms(result["started_at"]),
         "state_bytes": size,
+        # what a flow/catch handler's run starts with (OpenFn passes it downstream)
+        "final_state": jsonvalue.loads(final) if final is not None else None,
     }
     settlement = Settlement(state_to_store=None)
     if status == "succeeded" and final is not None:

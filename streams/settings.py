@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     state_max_bytes: int = 50_000
     dedup_retention_seconds: float = 7 * 24 * 3600
     runner_concurrency: int = 8
+    cron_interval_seconds: float = 1.0
     web_port: int | None = None
     log_level: str = "info"
 

@@ -65,7 +65,7 @@ def test_null_parameter_is_present_not_missing():
 
 
 @pytest.mark.parametrize("raw, reason", [
-    ({"id": "h", "job": "j"}, "event: Field required"),
+    ({"id": "h", "job": "j"}, "exactly one trigger of event, cron, after is required; got none"),
     ({"id": "h", "job": "j", "event": {"match": {}}, "extra": 1}, "extra: Extra inputs are not permitted"),
     ({"id": "", "job": "j", "event": {"match": {}}}, "id: String should match pattern"),
     ({"id": "h", "job": "j", "event": {"match": {}}, "params": {"p": ""}}, "empty path"),
