@@ -30,7 +30,7 @@ from aiokafka.partitioner import murmur2
 from . import avro, cron, jsonvalue, records
 from .faust_driver import register as register_tansu_driver
 from .handler_feed import HandlerFeed
-from .handler_set import HandlerSet
+from .handler_set import Applied, HandlerSet
 from .identity import event_identity
 from .matching import extract_params
 from .settings import Settings
@@ -195,9 +195,10 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             dedup[trigger["run_id"]] = [now, message.partition]
             if token is not None:
                 once_fired[trigger["handler_id"]] = token
-            tick = trigger.get("cron_tick")
-            if tick is not None and tick > (cron_last.get(trigger["handler_id"]) or 0):
-                cron_last[trigger["handler_id"]] = tick
+            if trigger.get("cron_tick") is not None:
+                tick = float(trigger["cron_tick"])  # parsed as an exact Decimal
+                if tick > float(cron_last.get(trigger["handler_id"]) or 0):
+                    cron_last[trigger["handler_id"]] = tick
 
     @app.agent(results_topic, name="settle")
     async def settle(stream: faust.StreamT) -> None:
@@ -231,20 +232,26 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         if not feed.ready.is_set() or app.rebalancing:
             return
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.triggers}
-        now = time.time()
         for applied in handlers.cron():
-            h = applied.handler
-            assert h.cron is not None
-            if job_partition(h.job, n) not in owned:
-                sent_ticks.pop(h.id, None)
+            try:
+                await send_due_ticks(applied, owned, time.time())
+            except Exception:  # one bad schedule must not stop the others, nor the worker
+                log.exception("cron %s: ticks not sent", applied.handler.id)
+
+    async def send_due_ticks(applied: Applied, owned: set[int], now: float) -> None:
+        h = applied.handler
+        assert h.cron is not None
+        if job_partition(h.job, n) not in owned:
+            sent_ticks.pop(h.id, None)
+            return
+        last = max(float(cron_last.get(h.id) or applied.timestamp_ms / 1000), sent_ticks.get(h.id, 0.0))
+        for tick in cron.ticks_between(h.cron.schedule, h.cron.timezone, last, now):
+            sent_ticks[h.id] = tick
+            if h.cron.misfire == "skip" and tick < now - grace:
+                log.info("cron %s: tick %s missed, skipped (misfire: skip)", h.id, tick)
                 continue
-            last = max(cron_last.get(h.id) or applied.timestamp_ms / 1000, sent_ticks.get(h.id, 0.0))
-            for tick in cron.ticks_between(h.cron.schedule, h.cron.timezone, last, now):
-                sent_ticks[h.id] = tick
-                if h.cron.misfire == "skip" and tick < now - grace:
-                    log.info("cron %s: tick %s missed, skipped (misfire: skip)", h.id, tick)
-                    continue
-                trigger = records.trigger_for_tick(h, tick)
-                await triggers_topic.send(key=h.job.encode(), value=jsonvalue.dumps(trigger).encode())
+            trigger = records.trigger_for_tick(h, tick)
+            log.info("cron %s: tick %s sent", h.id, trigger["trigger_ref"])
+            await triggers_topic.send(key=h.job.encode(), value=jsonvalue.dumps(trigger).encode())
 
     return Engine(app=app, feed=feed, handlers=handlers)

@@ -22,7 +22,7 @@ ParamPath = str | list[str | int]
 
 
 class EventTrigger(BaseModel):
-    """Fire on events of the events topic that pass the filter."""
+    """Fire on events of the events topic that pass the filter: every part given must hold."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,6 +35,25 @@ class EventTrigger(BaseModel):
         default=None,
         description="Exclusion filter: the event must NOT contain this JSON (jsonb @>).",
     )
+    pattern: dict[str, Any] | None = Field(
+        default=None,
+        description="Amazon EventBridge event pattern (as aws/event-ruler answers it): the event must "
+        "match it too. Checked when the handler is read; an invalid pattern names the offending path.",
+    )
+
+    # The compiled pattern (a private attribute), so the index does not compile it again.
+    _compiled_pattern: Any = None
+
+    @model_validator(mode="after")
+    def _pattern_is_valid(self) -> EventTrigger:
+        if self.pattern is not None:
+            from .filters.eventbridge import PatternError, compile_pattern
+
+            try:
+                self._compiled_pattern = compile_pattern(self.pattern)
+            except PatternError as exc:
+                raise ValueError(f"pattern {exc}") from None
+        return self
 
 
 class CronTrigger(BaseModel):
@@ -52,6 +71,8 @@ class CronTrigger(BaseModel):
         description="Ticks missed while no worker owned the job (a failover): run_once fires each "
         "of them once when ownership settles; skip drops them.",
     )
+
+    params: dict[str, Any] = Field(default_factory=dict, description="Constant parameters of every run.")
 
     @field_validator("schedule")
     @classmethod
@@ -131,7 +152,7 @@ class Handler(BaseModel):
         if self.once and self.cron is not None:
             raise ValueError("once applies to event and after triggers, not to cron")
         if self.cron is not None and self.params:
-            raise ValueError("a cron handler has no triggering event to take params from")
+            raise ValueError("a cron handler has no triggering event to take params from: use cron.params")
         return self
 
     @property

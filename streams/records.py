@@ -59,7 +59,9 @@ def trigger_for_event(match: Match, event_text: str, trigger_ref: str, event_tim
 
 def trigger_for_tick(handler: Handler, tick: float) -> dict[str, Any]:
     stamp = datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return make_trigger(handler, "cron", f"cron:{stamp}", {}, event_time_ms=int(tick * 1000), cron_tick=tick)
+    assert handler.cron is not None
+    return make_trigger(handler, "cron", f"cron:{stamp}", handler.cron.params, event_time_ms=int(tick * 1000),
+                        cron_tick=tick)
 
 
 def after_fires(handler: Handler, status_event: dict[str, Any]) -> bool:

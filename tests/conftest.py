@@ -96,6 +96,8 @@ class Stack:
             "SIGNALBOX_APP_ID": self.app_id,
             "SIGNALBOX_TOPICS_FILE": str(ROOT / "topics.yaml"),
             "PYTHONPATH": str(ROOT),
+            # Cron ticks are checked 4x a second in tests (1 s in production): same code path.
+            "SIGNALBOX_CRON_INTERVAL_SECONDS": "0.25",
         }
 
     def producer(self) -> Producer:

@@ -35,3 +35,13 @@ def sleepy(run: Run) -> None:
 for _i in range(10):
     job(f"count{_i}")(count)
     job(f"grow{_i}")(grow)
+
+
+@job("chain")
+def chain(run: Run) -> dict[str, Any]:
+    """A flow step: keeps the state it got and adds its own mark."""
+    return {**run.state, run.job: run.trigger_kind}
+
+
+for _name in ("flowA", "flowB", "flowC", "flowD"):
+    job(_name)(chain)
