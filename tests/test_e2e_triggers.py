@@ -89,3 +89,133 @@ def test_cron_ticks_fire_once_across_a_sigkill_failover(stack: Stack):
     assert runs[-1] >= 3 and runs == sorted(runs)
     survivor.stop()
     commands.close()
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack):
+    w = stack.start_worker("triggers")
+    w.wait_ready()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def commands(stack: Stack):
+    reader = stack.reader(stack.topics.job_commands)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def results(stack: Stack):
+    reader = stack.reader(stack.topics.run_results)
+    yield reader
+    reader.close()
+
+
+def settled(results: TopicReader, cmd: dict[str, Any]) -> dict[str, Any]:
+    [r] = results.wait_for(lambda m: result(m)["run_id"] == cmd["run_id"])
+    return result(r)
+
+
+def test_run_now_and_cron_state_limits(stack: Stack, worker, commands, results):
+    """Run now starts a cron handler's job at once with the same state rules; a cron run's
+    oversized state is not stored, so every later run starts from the last small one."""
+    h = {"id": unique("cron-grow"), "job": "grow2",
+         "cron": {"schedule": "*/3 * * * * *", "params": {"size": 60_000}}}
+    stack.apply_handler(h)
+    # the first ticks produce 60 kB states: succeeded, not stored
+    [first] = commands.wait_for(lambda m: command(m)["handler_id"] == h["id"] and command(m)["trigger_kind"] == "cron")
+    assert settled(results, command(first))["status"] == "succeeded"
+    ran = stack.cli("run", h["id"], "--params", '{"size": 100}')
+    assert ran.returncode == 0, ran.stderr
+    [manual] = commands.wait_for(lambda m: command(m)["trigger_kind"] == "manual" and command(m)["handler_id"] == h["id"])
+    small = settled(results, command(manual))["final_state_json"]
+    assert json.loads(command(manual)["params_json"]) == {"size": 100}
+    assert json.loads(small)["pad"] == "x" * 100
+    # every cron command after the manual run's settlement starts from that small state
+    later = commands.wait_for(lambda m: command(m)["handler_id"] == h["id"] and command(m)["initial_state_json"] == small,
+                              count=2)
+    big = settled(results, command(later[0]))
+    assert len(big["final_state_json"]) > 50_000 and big["status"] == "succeeded"
+    assert command(later[1])["initial_state_json"] == small
+    stack.delete_handler(h["id"])
+    unknown = stack.cli("run", "no-such-handler")
+    assert unknown.returncode == 1 and "no handler" in unknown.stderr
+
+
+def test_flow_chain_passes_state_and_catch_fires_on_failure(stack: Stack, worker, commands, results):
+    a = {"id": unique("flow-a"), "job": "flowA", "event": {"match": {"type": "flow-start"}}}
+    b = {"id": unique("flow-b"), "job": "flowB", "after": {"job": "flowA"}}
+    c = {"id": unique("flow-c"), "job": "flowC", "after": {"job": "flowB", "on": "success"},
+         "params": {"upstream_run": "run_id"}}
+    catch = {"id": unique("catch"), "job": "flowD", "after": {"job": "explode", "on": "failure", "state": "own"},
+             "params": {"error": "error"}}
+    boom = {"id": unique("boom"), "job": "explode", "event": {"match": {"type": "flow-boom"}}}
+    for h in (a, b, c, catch, boom):
+        stack.apply_handler(h)
+
+    stack.send_event({"id": unique("start"), "type": "flow-start"})
+    [ca] = commands.wait_for(of_handler(a["id"]))
+    ra = settled(results, command(ca))
+    [cb] = commands.wait_for(of_handler(b["id"]))
+    assert command(cb)["trigger_kind"] == "after"
+    assert command(cb)["initial_state_json"] == ra["final_state_json"]  # OpenFn: upstream final state
+    rb = settled(results, command(cb))
+    [cc] = commands.wait_for(of_handler(c["id"]))
+    assert json.loads(command(cc)["initial_state_json"]) == {"flowA": "event", "flowB": "after"}
+    assert json.loads(command(cc)["params_json"]) == {"upstream_run": rb["run_id"]}
+    assert json.loads(settled(results, command(cc))["final_state_json"]) == {
+        "flowA": "event", "flowB": "after", "flowC": "after"}
+
+    stack.send_event({"id": unique("boom"), "type": "flow-boom"})
+    [cd] = commands.wait_for(of_handler(catch["id"]))
+    assert "ValueError" in json.loads(command(cd)["params_json"])["error"]
+    assert command(cd)["initial_state_json"] is None  # state: own, and flowD has none yet
+    commands.poll_for(1.0)
+    assert len([m for m in commands.seen if of_handler(b["id"])(m)]) == 1  # B ran once for A's one run
+
+
+def test_flow_cycle_is_rejected(stack: Stack, worker):
+    rejections = stack.reader(stack.topics.handler_rejections)
+    stack.apply_handler({"id": unique("cyc-1"), "job": "count6", "after": {"job": "count7"}})
+    bad = {"id": unique("cyc-2"), "job": "count7", "after": {"job": "count6"}}
+    stack.apply_handler(bad, wait=False)
+    [msg] = rejections.wait_for(lambda m: m.key() == bad["id"].encode())
+    assert "cycle" in json.loads(msg.value())["reason"]
+    rejections.close()
+
+
+def test_once_armed_listener_fires_once_until_rearmed_and_survives_restart(stack: Stack, commands):
+    w = stack.start_worker("once")
+    w.wait_ready()
+    # the seed's Aviso listener: {"event": "mars", "request": {"step": 0}}
+    listener = {"id": unique("aviso-mars-step0"), "job": "count1", "once": True,
+                "event": {"match": {"event": "mars", "request": {"step": 0}}}, "params": {"date": "request.date"}}
+    stack.apply_handler(listener)
+    notification = {"event": "mars", "request": {"class": "od", "step": 0, "date": "20261122"}}
+    for i in range(3):
+        stack.send_event({**notification, "id": unique(f"n{i}")})
+    stack.send_event({"id": unique("sentinel"), "type": "order"})  # (no handler: just time passing)
+    commands.wait_for(of_handler(listener["id"]))
+    commands.poll_for(2.0)
+    assert len([m for m in commands.seen if of_handler(listener["id"])(m)]) == 1
+    assert "is disarmed" in w.log_text()
+
+    # the disarmed flag is in RocksDB + changelog: a restarted worker keeps it
+    assert w.stop() == 0
+    w2 = stack.start_worker("once-2", datadir=w.datadir.parent / "fresh")
+    w2.wait_ready()
+    stack.send_event({**notification, "id": unique("n-after-restart")})
+    commands.poll_for(3.0)
+    assert len([m for m in commands.seen if of_handler(listener["id"])(m)]) == 1
+
+    armed = stack.cli("handlers", "arm", listener["id"])
+    assert armed.returncode == 0, armed.stderr
+    stack.wait_logged(f"handler {listener['id']} applied")
+    stack.send_event({**notification, "id": unique("n-rearmed")})
+    stack.send_event({**notification, "id": unique("n-rearmed-2")})
+    commands.wait_for(of_handler(listener["id"]), count=2)
+    commands.poll_for(2.0)
+    assert len([m for m in commands.seen if of_handler(listener["id"])(m)]) == 2
+    w2.stop()
