@@ -7,6 +7,7 @@ import json
 import signal
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -73,13 +74,13 @@ def test_cron_ticks_fire_once_across_a_sigkill_failover(stack: Stack):
 
     ticks = sorted(tick_time(command(m)) for m in commands.seen if of_handler(once_each["id"])(m))
     assert len(ticks) == len(set(ticks)), f"a tick fired twice: {ticks}"
-    gaps = [t2 - t1 for t1, t2 in zip(ticks, ticks[1:], strict=False)]
+    gaps = [t2 - t1 for t1, t2 in pairwise(ticks)]
     assert gaps and all(g == 2.0 for g in gaps), f"a tick was lost (run_once): {ticks}"
     assert ticks[-1] > killed_at + 16
 
     skipped = sorted(tick_time(command(m)) for m in commands.seen if of_handler(skipping["id"])(m))
     assert len(skipped) == len(set(skipped)), f"a tick fired twice: {skipped}"
-    assert any(t2 - t1 > 2.0 for t1, t2 in zip(skipped, skipped[1:], strict=False)), \
+    assert any(t2 - t1 > 2.0 for t1, t2 in pairwise(skipped)), \
         f"misfire: skip should drop the ticks missed during the failover: {skipped}"
     assert "misfire: skip" in survivor_log
 
@@ -129,13 +130,14 @@ def test_run_now_and_cron_state_limits(stack: Stack, worker, commands, results):
     assert settled(results, command(first))["status"] == "succeeded"
     ran = stack.cli("run", h["id"], "--params", '{"size": 100}')
     assert ran.returncode == 0, ran.stderr
-    [manual] = commands.wait_for(lambda m: command(m)["trigger_kind"] == "manual" and command(m)["handler_id"] == h["id"])
+    [manual] = commands.wait_for(
+        lambda m: command(m)["trigger_kind"] == "manual" and command(m)["handler_id"] == h["id"])
     small = settled(results, command(manual))["final_state_json"]
     assert json.loads(command(manual)["params_json"]) == {"size": 100}
     assert json.loads(small)["pad"] == "x" * 100
     # every cron command after the manual run's settlement starts from that small state
-    later = commands.wait_for(lambda m: command(m)["handler_id"] == h["id"] and command(m)["initial_state_json"] == small,
-                              count=2)
+    later = commands.wait_for(
+        lambda m: command(m)["handler_id"] == h["id"] and command(m)["initial_state_json"] == small, count=2)
     big = settled(results, command(later[0]))
     assert len(big["final_state_json"]) > 50_000 and big["status"] == "succeeded"
     assert command(later[1])["initial_state_json"] == small
