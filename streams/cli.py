@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from . import avro, client, handlers, jsonvalue, records
+from . import avro, client, handlers, jsonvalue, provenance, records
 from . import topics as topics_mod
 from .handler_files import load_handlers
 from .handler_set import HandlerSet
@@ -187,7 +187,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         except jsonvalue.NotAJsonObject as exc:
             raise CliError(f"{where}: {exc}; nothing sent", EXIT_BAD_INPUT) from None
         out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
-    client.produce_all(settings.bootstrap_servers, out)
+    headers = [(provenance.CREATOR, args.creator.encode())] if args.creator else None
+    client.produce_all(settings.bootstrap_servers, out, headers=headers)
     print(f"sent {len(out)} event(s) to {topics.events}")
     return EXIT_OK
 
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("event", nargs="?", help="an event as JSON, or '-' to read JSON lines from stdin")
     p.add_argument("--file", help="a file of JSON lines")
     p.add_argument("--key", help="record key for every event")
+    p.add_argument("--creator", help="set the 'creator' header (trusted ingest; see the README)")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("run", parents=[common], help="start a handler's job now (OpenFn's run button)")

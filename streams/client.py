@@ -27,7 +27,8 @@ def producer(bootstrap: str, **extra: object) -> Producer:
     return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5, **extra})
 
 
-def produce_all(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]], timeout: float = 30.0) -> None:
+def produce_all(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]], timeout: float = 30.0,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
     """Produce (topic, key, value) records and wait until every one is acknowledged."""
     p = producer(bootstrap)
     errors: list[str] = []
@@ -37,7 +38,7 @@ def produce_all(bootstrap: str, records: list[tuple[str, bytes | None, bytes | N
             errors.append(f"{msg.topic()}: {err}")
 
     for topic, key, value in records:
-        p.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        p.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         p.poll(0)
     remaining = p.flush(timeout)
     if remaining or errors:

@@ -27,7 +27,7 @@ from typing import Any
 import faust
 from aiokafka.partitioner import murmur2
 
-from . import avro, cron, jsonvalue, records
+from . import avro, cron, jsonvalue, provenance, records
 from .faust_driver import register as register_tansu_driver
 from .handler_feed import HandlerFeed
 from .handler_set import Applied, HandlerSet
@@ -127,13 +127,14 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 await dead_letter(message, str(exc))
                 continue
             text = message.value.decode("utf-8")
-            for trigger in triggers_for(doc, text, message):
+            headers = provenance.header_map(message.headers)
+            for trigger in triggers_for(doc, text, message, headers):
                 await triggers_topic.send(key=trigger["job"].encode(), value=jsonvalue.dumps(trigger).encode())
 
-    def triggers_for(doc: dict[str, Any], text: str, message: Any) -> list[dict[str, Any]]:
+    def triggers_for(doc: dict[str, Any], text: str, message: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
         """Every trigger one event starts: event handlers, flow/catch handlers, run requests."""
         out = []
-        matches = handlers.events.match(doc)
+        matches = [m for m in handlers.events.match(doc) if provenance.constraints_hold(m.handler.event, headers)]
         if matches:
             ref = event_identity(doc, message.topic, message.partition, message.offset)
             timestamp = int(message.timestamp * 1000) if message.timestamp else None
@@ -216,7 +217,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 if internal["event_type"] == records.STATE_WARNING_EVENT_TYPE:
                     log.warning("job %s run %s: final state is %d bytes (stored: %s)", internal["job"],
                                 internal["run_id"], internal["state_bytes"], internal["stored"])
-                await events_topic.send(key=result["job"].encode(), value=jsonvalue.dumps(internal).encode())
+                await events_topic.send(key=result["job"].encode(), value=jsonvalue.dumps(internal).encode(),
+                                        headers=provenance.emitted_by(result["job"], result["run_id"]))
 
     sent_ticks: dict[str, float] = {}
     grace = max(2 * settings.cron_interval_seconds, 1.0)

@@ -40,6 +40,16 @@ class EventTrigger(BaseModel):
         description="Amazon EventBridge event pattern (as aws/event-ruler answers it): the event must "
         "match it too. Checked when the handler is read; an invalid pattern names the offending path.",
     )
+    creator: str | None = Field(
+        default=None,
+        description="Only events whose 'creator' Kafka header (set by trusted ingest) equals this.",
+    )
+    emitted_by: str | None = Field(
+        default=None,
+        pattern=JOB_NAME_PATTERN,
+        description="Only events emitted by a run of this job (header 'emitted_by_job'): events a job "
+        "emitted with run.emit(), and internal status events of its runs.",
+    )
 
     # The compiled pattern (a private attribute), so the index does not compile it again.
     _compiled_pattern: Any = None

@@ -9,6 +9,7 @@
 
 A job may be sync (run in a thread pool) or async. It returns its final state (a JSON
 object); returning None keeps ``run.state`` (as the job left it) as the final state.
+``run.emit(event)`` sends events of its own (the feeder's "Deposition Creation").
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ class Run:
     event: dict[str, Any] | None = None
     trigger_kind: str = "event"
     attempt: int = 1
+    emitted: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Emit an event (a JSON object) onto the events topic when the run ends.
+
+        It carries the headers ``emitted_by_job`` and ``emitted_by_run`` and, unless it has
+        one, the id ``<run_id>:emit:<n>``, so a repeated run emits nothing new downstream."""
+        if not isinstance(event, dict):
+            raise TypeError(f"an event must be a dict, not {type(event).__name__}")
+        self.emitted.append(dict(event))
 
 
 def job(name: str | None = None) -> Callable[[F], F]:

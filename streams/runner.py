@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from mode import Service
 
-from . import avro, jobs
+from . import avro, jobs, provenance
 from .settings import Settings
 from .topics import Topics
 
@@ -33,8 +33,18 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def execute(command: dict[str, Any], runner_name: str) -> dict[str, Any]:
-    """Run one decoded job command and return the run result record."""
+def emitted_events(run: jobs.Run) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """The events a run emitted, as (value, headers) records for the events topic."""
+    headers = provenance.emitted_by(run.job, run.run_id)
+    out = []
+    for n, event in enumerate(run.emitted):
+        body = {"id": f"{run.run_id}:emit:{n}", **event}
+        out.append((json.dumps(body, separators=(",", ":"), default=str).encode(), headers))
+    return out
+
+
+async def execute(command: dict[str, Any], runner_name: str) -> tuple[dict[str, Any], jobs.Run | None]:
+    """Run one decoded job command; returns the run result record and the Run (if started)."""
     started = now_ms()
     result: dict[str, Any] = {
         "run_id": command["run_id"],
@@ -49,7 +59,7 @@ async def execute(command: dict[str, Any], runner_name: str) -> dict[str, Any]:
     fn = jobs.get(command["job"])
     if fn is None:
         return {**result, "status": "failed", "finished_at": now_ms(),
-                "error": f"no job named {command['job']!r} is registered with this runner"}
+                "error": f"no job named {command['job']!r} is registered with this runner"}, None
     state = json.loads(command["initial_state_json"]) if command["initial_state_json"] else {}
     run = jobs.Run(
         run_id=command["run_id"],
@@ -71,14 +81,14 @@ async def execute(command: dict[str, Any], runner_name: str) -> dict[str, Any]:
         if not isinstance(final, dict):
             raise TypeError(f"a job must return a dict or None, not {type(final).__name__}")
         return {**result, "status": "succeeded", "finished_at": now_ms(),
-                "final_state_json": json.dumps(final, separators=(",", ":"), default=str)}
+                "final_state_json": json.dumps(final, separators=(",", ":"), default=str)}, run
     except TimeoutError:
         return {**result, "status": "timed_out", "finished_at": now_ms(),
-                "error": f"timed out after {command['timeout_seconds']}s"}
+                "error": f"timed out after {command['timeout_seconds']}s"}, run
     except Exception as exc:
         text = "".join(traceback.format_exception_only(exc)).strip()
         log.warning("job %s run %s failed: %s", command["job"], command["run_id"], text)
-        return {**result, "status": "failed", "finished_at": now_ms(), "error": text}
+        return {**result, "status": "failed", "finished_at": now_ms(), "error": text}, run
 
 
 class Runner(Service):
@@ -123,7 +133,7 @@ class Runner(Service):
         commands_codec, results_codec = avro.commands(), avro.results()
         limit = asyncio.Semaphore(self.settings.runner_concurrency)
 
-        async def bounded(command: dict[str, Any]) -> dict[str, Any]:
+        async def bounded(command: dict[str, Any]) -> tuple[dict[str, Any], jobs.Run | None]:
             async with limit:
                 return await execute(command, self.name_)
 
@@ -139,10 +149,13 @@ class Runner(Service):
                                   record.topic, record.partition, record.offset, exc)
             if not batches:
                 continue
-            results = await asyncio.gather(*(bounded(c) for c in commands))
-            sent = [
-                await self._producer.send(self.topics.run_results, key=r["job"].encode(), value=results_codec.encode(r))
-                for r in results
-            ]
+            outcomes = await asyncio.gather(*(bounded(c) for c in commands))
+            sent = []
+            for result, run in outcomes:
+                # Emitted events first: by the time the result settles, they are on the topic.
+                for value, headers in emitted_events(run) if run is not None else []:
+                    sent.append(await self._producer.send(self.topics.events, value=value, headers=headers))
+                sent.append(await self._producer.send(
+                    self.topics.run_results, key=result["job"].encode(), value=results_codec.encode(result)))
             await asyncio.gather(*sent)
             await self._consumer.commit()

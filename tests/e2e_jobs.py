@@ -45,3 +45,11 @@ def chain(run: Run) -> dict[str, Any]:
 
 for _name in ("flowA", "flowB", "flowC", "flowD"):
     job(_name)(chain)
+
+
+@job("deposit")
+def deposit(run: Run) -> dict[str, Any]:
+    """The feeder's deposition: emits a "Deposition Creation" event of its own."""
+    run.emit({"source": "internal", "event_type": "Deposition Creation", "resource_type": "deposition",
+              "package_format": run.params["format"], "resource_value": run.params["deposition"]})
+    return {"deposited": run.params["deposition"]}
