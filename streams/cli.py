@@ -135,7 +135,7 @@ def describe_trigger(h: handlers.Handler) -> str:
         text = f"cron {h.cron.schedule!r} {h.cron.timezone} misfire={h.cron.misfire}"
     else:
         assert h.after is not None
-        text = f"after {h.after.job} on={h.after.on} state={h.after.state}"
+        text = f"after {h.after.job} status={h.after.status} state={h.after.state}"
     return text + ("\tonce" if h.once else "")
 
 
@@ -228,8 +228,10 @@ def format_result(r: dict[str, Any]) -> str:
 
 def format_command(c: dict[str, Any]) -> str:
     state = len(c["initial_state_json"].encode()) if c["initial_state_json"] else 0
+    ref = c["trigger_ref"]
+    trigger = ref if ref.startswith(f"{c['trigger_kind']}:") else f"{c['trigger_kind']}:{ref}"
     return (f"COMMAND job={c['job']} handler={c['handler_id']} run={c['run_id']} "
-            f"trigger={c['trigger_kind']}:{c['trigger_ref']} params={c['params_json']} state={state}B")
+            f"trigger={trigger} params={c['params_json']} state={state}B")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

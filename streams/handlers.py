@@ -108,7 +108,8 @@ class AfterTrigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job: str = Field(pattern=JOB_NAME_PATTERN, description="The upstream job.")
-    on: Literal["success", "failure", "either"] = Field(
+    # Not "on": YAML 1.1 reads a bare `on` key as the boolean true.
+    status: Literal["success", "failure", "either"] = Field(
         default="success", description="success: flow trigger; failure (failed or timed out): catch trigger."
     )
     state: Literal["upstream", "own"] = Field(

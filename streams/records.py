@@ -67,7 +67,7 @@ def trigger_for_tick(handler: Handler, tick: float) -> dict[str, Any]:
 def after_fires(handler: Handler, status_event: dict[str, Any]) -> bool:
     assert handler.after is not None
     finished = status_event.get("new_status") == "finished"
-    return handler.after.on == "either" or (handler.after.on == "success") == finished
+    return handler.after.status == "either" or (handler.after.status == "success") == finished
 
 
 def trigger_for_after(handler: Handler, params: dict[str, Any], status_event: dict[str, Any], event_text: str,

@@ -149,9 +149,9 @@ def test_run_now_and_cron_state_limits(stack: Stack, worker, commands, results):
 def test_flow_chain_passes_state_and_catch_fires_on_failure(stack: Stack, worker, commands, results):
     a = {"id": unique("flow-a"), "job": "flowA", "event": {"match": {"type": "flow-start"}}}
     b = {"id": unique("flow-b"), "job": "flowB", "after": {"job": "flowA"}}
-    c = {"id": unique("flow-c"), "job": "flowC", "after": {"job": "flowB", "on": "success"},
+    c = {"id": unique("flow-c"), "job": "flowC", "after": {"job": "flowB", "status": "success"},
          "params": {"upstream_run": "run_id"}}
-    catch = {"id": unique("catch"), "job": "flowD", "after": {"job": "explode", "on": "failure", "state": "own"},
+    catch = {"id": unique("catch"), "job": "flowD", "after": {"job": "explode", "status": "failure", "state": "own"},
              "params": {"error": "error"}}
     boom = {"id": unique("boom"), "job": "explode", "event": {"match": {"type": "flow-boom"}}}
     for h in (a, b, c, catch, boom):

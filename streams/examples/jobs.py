@@ -28,3 +28,27 @@ def register_patient(run: Run) -> dict[str, Any]:
 @job("always-fails")
 def always_fails(run: Run) -> None:
     raise RuntimeError(f"cannot process {run.params}")
+
+
+@job("report")
+def report(run: Run) -> dict[str, Any]:
+    """A cron job with a cursor: how many reports so far."""
+    return {"reports": run.state.get("reports", 0) + 1}
+
+
+@job("notify-archivist")
+def notify_archivist(run: Run) -> None:
+    """Flow: starts with the migration's final state; emits an event of its own."""
+    run.emit({"event_type": "Migration Reported", "migrated": run.state.get("migrated", [])})
+
+
+@job("alert")
+def alert(run: Run) -> dict[str, Any]:
+    """Catch: counts the failures it was told about."""
+    return {"alerts": run.state.get("alerts", 0) + 1, "last_error": run.params["error"]}
+
+
+@job("run-task")
+def run_task(run: Run) -> dict[str, Any]:
+    """The task the Aviso listener releases."""
+    return {"released_for": run.params["date"]}
