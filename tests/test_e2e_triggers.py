@@ -221,3 +221,32 @@ def test_once_armed_listener_fires_once_until_rearmed_and_survives_restart(stack
     commands.poll_for(2.0)
     assert len([m for m in commands.seen if of_handler(listener["id"])(m)]) == 2
     w2.stop()
+
+
+def test_flow_runs_follow_the_state_size_rules(stack: Stack, worker, commands, results):
+    up = {"id": unique("grow-up"), "job": "grow3", "event": {"match": {"type": "grow-up"}},
+          "params": {"size": "size"}}
+    down = {"id": unique("grow-down"), "job": "grow4", "after": {"job": "grow3", "state": "own"},
+            "params": {"size": "state_bytes"}}  # the downstream state is as large as the upstream one
+    stack.apply_handler(up)
+    stack.apply_handler(down)
+    events = stack.reader(stack.topics.events)
+
+    def downstream_run(ref: str, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        stack.send_event({"id": ref, "type": "grow-up", "size": size})
+        [u] = commands.wait_for(lambda m: command(m)["trigger_ref"] == f"id:{ref}")
+        upstream_run = command(u)["run_id"]
+        [d] = commands.wait_for(lambda m: command(m)["trigger_ref"] == f"after:{upstream_run}")
+        r = settled(results, command(d))
+        events.wait_for(lambda m: b'"JobRun Status Change"' in m.value() and r["run_id"].encode() in m.value())
+        return command(d), r
+
+    _, small = downstream_run(unique("small"), 100)
+    _, huge = downstream_run(unique("huge"), 60_000)
+    assert huge["status"] == "succeeded" and len(huge["final_state_json"]) > 50_000
+    [warning] = events.wait_for(
+        lambda m: b"JobState Size Warning" in m.value() and huge["run_id"].encode() in m.value())
+    assert json.loads(warning.value())["stored"] is False
+    next_cmd, _ = downstream_run(unique("again"), 100)
+    assert next_cmd["initial_state_json"] == small["final_state_json"]
+    events.close()
