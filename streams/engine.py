@@ -74,10 +74,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_seconds,
         broker_request_timeout=max(40.0, settings.session_timeout_seconds + 5),
-        # tansu's ListOffsets is wrong for multi-record batches and Faust's table recovery
-        # trusts it: write changelogs and outputs one record per batch there.
-        producer_max_batch_size=1 if embedded else 16384,
         consumer_auto_offset_reset="earliest",
+        # A few ms of linger lets triggers, commands and changelog writes share requests.
+        producer_linger=0.005,
         topic_allow_declare=True,
         table_standby_replicas=1,
     )

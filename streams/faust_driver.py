@@ -1,18 +1,27 @@
 """A Faust transport for the embedded broker (tansu), selected by the ``tansu://`` URL.
 
-tansu holds every fetch for the client's full max wait even when data is there, and
-Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``: a produce -> agent -> output
-round trip then takes ~750 ms. This driver lowers the wait for its own consumers only;
-against Apache Kafka (``kafka://``) Faust's stock driver is used unchanged.
+Two of tansu's quirks, worked around here and only here (against Apache Kafka,
+``kafka://``, Faust's stock driver is used unchanged):
+
+- it holds every fetch for the client's full max wait even when data is there, and
+  Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``: a produce -> agent ->
+  output round trip then takes ~750 ms. This driver's consumers wait 10 ms.
+- its ListOffsets(LATEST) answers the newest batch's base offset + 1, ignoring the other
+  records of a multi-record batch, and Faust's table recovery trusts it: a restarted
+  worker would miss the last changelog records. This driver corrects the answer with the
+  high watermark of a real fetch, so producers can keep batching.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 EMBEDDED_FETCH_MAX_WAIT_MS = 10
 
@@ -23,6 +32,33 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
         consumer._fetch_max_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        listed = await super()._highwaters(partitions)
+        servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
+        return await fetched_highwaters(servers, dict(listed))
+
+
+async def fetched_highwaters(servers: Any, listed: dict[TP, int], timeout: float = 10.0) -> dict[TP, int]:
+    """The high watermark of each partition as a fetch reports it (never below ``listed``)."""
+    if not listed:
+        return listed
+    probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
+                                      fetch_max_wait_ms=EMBEDDED_FETCH_MAX_WAIT_MS)
+    await probe.start()
+    try:
+        tps = {tp: aiokafka.TopicPartition(tp.topic, tp.partition) for tp in listed}
+        probe.assign(list(tps.values()))
+        for tp, offset in listed.items():
+            probe.seek(tps[tp], max(offset - 1, 0))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(probe.highwater(t) is None for t in tps.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no fetch answer for {sorted(map(str, listed))} in {timeout}s")
+            await probe.getmany(timeout_ms=100, max_records=1)
+        return {tp: max(offset, probe.highwater(tps[tp]) or 0) for tp, offset in listed.items()}
+    finally:
+        await probe.stop()
 
 
 class Consumer(faust_aiokafka.Consumer):

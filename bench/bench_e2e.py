@@ -1,0 +1,225 @@
+"""End-to-end benchmark on the embedded broker (not a test). One command:
+
+    python bench/bench_e2e.py [--handlers 10000] [--events 20000] [--rate 1000] [--seconds 10]
+
+Prints, from one run on one broker:
+1. raw consumer: events/s a confluent-kafka consumer reads from the events topic;
+2. plain Faust agent that only decodes the events (the framework's ceiling): events/s;
+3. the signalbox worker (runner off), events topic -> job commands, with H handlers:
+   events/s, and its ratio to (2);
+4. latency produce -> job command at a steady rate: p50, p99.
+Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streams import avro, client  # noqa: E402
+from streams import topics as topics_mod  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
+
+DEADLINE_S = 300  # any phase that takes longer is reported as failed
+
+
+def handler_mix(n: int) -> list[dict]:
+    """Realistic event handlers: equality on 1-3 fields, nested paths, exclusions."""
+    out = []
+    for i in range(n):
+        kind = i % 4
+        match: dict = {"type": f"t{i}"}
+        if kind == 1:
+            match["source"] = "orders"
+        elif kind == 2:
+            match["detail"] = {"region": f"r{i % 7}"}
+        h = {"id": f"bench-{i}", "job": f"job{i % 64}", "event": {"match": match}, "params": {"order": "order.id"}}
+        if kind == 3:
+            h["event"]["exclude"] = {"test": True}
+        out.append(h)
+    return out
+
+
+def event_for(i: int, n_handlers: int, sent: float | None = None) -> dict:
+    """~300 bytes, matching exactly one handler."""
+    k = i % n_handlers
+    return {
+        "id": f"e-{i}-{uuid.uuid4().hex[:8]}", "type": f"t{k}", "source": "orders" if k % 4 == 1 else "web",
+        "detail": {"region": f"r{k % 7}", "zone": "eu-central-1", "tags": ["a", "b", "c"]},
+        "order": {"id": i, "total": 129.95, "currency": "CHF", "lines": 3},
+        "customer": {"id": f"c{i % 1000}", "tier": "gold"}, "test": False, "sent": sent,
+        "pad": "x" * 40,
+    }
+
+
+def raw_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4()}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
+    meta = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    n, first, end = 0, 0.0, time.monotonic() + DEADLINE_S
+    while n < count and time.monotonic() < end:
+        for msg in c.consume(1000, 0.5):
+            if not msg.error():
+                json.loads(msg.value())
+                n += 1
+                if n == 1:
+                    first = time.perf_counter()
+    elapsed = time.perf_counter() - first
+    c.close()
+    return n / elapsed if n == count else float("nan")
+
+
+def plain_agent_rate(bootstrap: str, topic: str, count: int, workdir: Path) -> float:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_agent.py"), bootstrap, topic, str(count),
+                             str(workdir / "plain")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        end = time.monotonic() + DEADLINE_S
+        assert proc.stdout is not None
+        while time.monotonic() < end:
+            line = proc.stdout.readline()
+            if line.startswith("DONE"):
+                return count / float(line.split()[1])
+            if not line and proc.poll() is not None:
+                break
+        return float("nan")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def commands_reader(bootstrap: str, topic: str) -> Consumer:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cmd-{uuid.uuid4()}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 5})
+    meta = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    return c
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--handlers", type=int, default=10_000)
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--rate", type=int, default=1_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--profile", action="store_true", help="sample the worker with py-spy")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="signalbox-bench-"))
+    with EmbeddedBroker(work / "tansu.log") as broker:
+        bs = broker.bootstrap_servers
+        topics = topics_mod.Topics.load(ROOT / "topics.yaml", "bench.")
+        topics_mod.create(AdminClient({"bootstrap.servers": bs}), topics)
+        events = [json.dumps(event_for(i, args.handlers)).encode() for i in range(args.events)]
+        print(f"events: {args.events} of ~{sum(map(len, events)) // len(events)} bytes; handlers: {args.handlers}")
+        client.produce_all(bs, [(topics.events, None, e) for e in events], timeout=120)
+
+        raw = raw_consumer_rate(bs, topics.events, args.events)
+        print(f"1. raw confluent-kafka consumer:        {raw:>10,.0f} events/s")
+        plain = plain_agent_rate(bs, topics.events, args.events, work)
+        print(f"2. plain Faust agent (decode only):     {plain:>10,.0f} events/s   ({plain / raw:.1%} of raw)")
+
+        client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode())
+                                for h in handler_mix(args.handlers)], timeout=120)
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs, "SIGNALBOX_BROKER_KIND": "tansu",
+               "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench", "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "streams", "worker", "--no-runner", "--datadir", str(work / "worker"),
+                   "--loglevel", "warning"]
+        if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
+            command = ["py-spy", "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
+        worker = subprocess.Popen(command, env=env, cwd=work, stdout=open(work / "worker.log", "wb"),
+                                  stderr=subprocess.STDOUT)
+        try:
+            reader = commands_reader(bs, topics.job_commands)
+            stamps: list[float] = []
+            end = time.monotonic() + DEADLINE_S
+            while len(stamps) < args.events and time.monotonic() < end:
+                for msg in reader.consume(1000, 0.5):
+                    if not msg.error():
+                        stamps.append(msg.timestamp()[1] / 1000)
+            if len(stamps) < args.events:
+                print(f"3. signalbox worker: only {len(stamps)} of {args.events} commands in {DEADLINE_S}s")
+            else:
+                rate = len(stamps) / (max(stamps) - min(stamps))
+                print(f"3. signalbox worker, {args.handlers} handlers: {rate:>8,.0f} events/s -> commands"
+                      f"   ({rate / plain:.1%} of the plain agent)")
+
+            # 4. latency at a steady rate
+            latencies: list[float] = []
+            to_schedule: list[float] = []  # produce -> the schedule step wrote the command
+
+            def record(msg: Any) -> None:
+                cmd = avro.commands().decode(msg.value())
+                sent = json.loads(cmd["event_json"] or "{}").get("sent")
+                if sent:
+                    latencies.append(time.time() - sent)
+                    to_schedule.append(cmd["created_at"].timestamp() - sent)
+
+            total = int(args.rate * args.seconds)
+            p = client.producer(bs, **{"linger.ms": 0})
+            start = time.perf_counter()
+            for i in range(total):
+                due = start + i / args.rate
+                while (wait := due - time.perf_counter()) > 0:  # read while waiting, without spinning
+                    for msg in reader.consume(100, wait):
+                        if not msg.error():
+                            record(msg)
+                p.produce(topics.events, json.dumps(event_for(i, args.handlers, time.time())).encode())
+                p.poll(0)
+            p.flush(30)
+            end = time.monotonic() + 30
+            while len(latencies) < total and time.monotonic() < end:
+                for msg in reader.consume(100, 0.2):
+                    if not msg.error():
+                        record(msg)
+            if len(latencies) >= 2:
+                q = statistics.quantiles(latencies, n=100)
+                print(f"4. produce -> command at {args.rate}/s for {args.seconds:.0f}s: "
+                      f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms ({len(latencies)}/{total} measured)")
+                q = statistics.quantiles(to_schedule, n=100)
+                print(f"   of which produce -> command written by the schedule step: p50 {q[49] * 1000:.1f} ms, "
+                      f"p99 {q[98] * 1000:.1f} ms")
+            reader.close()
+        finally:
+            worker.send_signal(signal.SIGINT)
+            worker.wait(60)
+        if args.profile:
+            print_profile(work / "profile.txt")
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Self and total sample counts per function, from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(count)
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    print(f"profile: {samples} samples; top functions by own time (own%, total%)")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {n / samples:6.1%} {total[frame] / samples:6.1%}  {frame[:110]}")
+
+
+if __name__ == "__main__":
+    main()
