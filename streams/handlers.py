@@ -51,19 +51,18 @@ class EventTrigger(BaseModel):
         "emitted with run.emit(), and internal status events of its runs.",
     )
 
-    # The compiled pattern (a private attribute), so the index does not compile it again.
-    _compiled_pattern: Any = None
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_is_valid(cls, pattern: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Compiled once here; the result (a dict) carries the compiled form for the index.
+        if pattern is None:
+            return None
+        from .filters.eventbridge import PatternError, validated_pattern
 
-    @model_validator(mode="after")
-    def _pattern_is_valid(self) -> EventTrigger:
-        if self.pattern is not None:
-            from .filters.eventbridge import PatternError, compile_pattern
-
-            try:
-                self._compiled_pattern = compile_pattern(self.pattern)
-            except PatternError as exc:
-                raise ValueError(f"pattern {exc}") from None
-        return self
+        try:
+            return validated_pattern(pattern)
+        except PatternError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class CronTrigger(BaseModel):

@@ -16,6 +16,7 @@ Values are parsed JSON with exact numbers (``int`` or ``decimal.Decimal``, see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -64,3 +65,94 @@ def _contains(event: Any, pattern: Any) -> bool:
                 return False
         return True
     return not _is_container(event) and scalar_equal(event, pattern)
+
+
+# -- what the index needs -----------------------------------------------------------------
+
+ARRAY_STEP = 0
+"""Marks "an element of an array" in a leaf signature (keys are always strings)."""
+
+_TRUE, _FALSE, _NULL = ("jsonb", True), ("jsonb", False), ("jsonb", None)
+
+
+def scalar_key(value: Any) -> Any:
+    """A dict key under which equal JSON scalars meet: ``1``, ``1.0`` and ``1e0`` share one
+    (Python hashes equal numbers alike), ``true`` and ``1`` do not, ``"1"`` and ``1`` do not."""
+    if value is True:
+        return _TRUE
+    if value is False:
+        return _FALSE
+    if value is None:
+        return _NULL
+    return value
+
+
+def required_leaves(pattern: Any) -> list[tuple[tuple[str | int, ...], Any]]:
+    """Every ``(signature, scalar_key)`` an event must have a leaf at for ``event @> pattern``.
+
+    A signature is the key path with :data:`ARRAY_STEP` for each array crossed. Each
+    scalar of the pattern is a necessary condition: at its signature the event must hold
+    an equal scalar (nested scalar-in-array does not count, so signatures match exactly).
+    """
+    out: list[tuple[tuple[str | int, ...], Any]] = []
+
+    def walk(value: Any, signature: tuple[str | int, ...]) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(sub, (*signature, key))
+        elif isinstance(value, list):
+            for element in value:
+                walk(element, (*signature, ARRAY_STEP))
+        else:
+            out.append((signature, scalar_key(value)))
+
+    if isinstance(pattern, (dict, list)):
+        walk(pattern, ())
+    return out
+
+
+def compile_contains(pattern: dict[str, Any]) -> Callable[[Any], bool]:
+    """A checker equal to ``lambda event: contains(event, pattern)`` for an object pattern.
+
+    Patterns made of objects and scalars only (the usual case) become a list of key paths
+    read directly; patterns with arrays fall back to :func:`contains`.
+    """
+    checks: list[tuple[tuple[str, ...], Any]] = []
+
+    def walk(value: dict[str, Any], path: tuple[str, ...]) -> bool:
+        if not value:
+            checks.append((path, _AN_OBJECT))
+        for key, sub in value.items():
+            if isinstance(sub, list):
+                return False
+            if isinstance(sub, dict):
+                if not walk(sub, (*path, key)):
+                    return False
+            else:
+                checks.append(((*path, key), sub))
+        return True
+
+    if not walk(pattern, ()):
+        return lambda event: contains(event, pattern)
+
+    def check(event: Any) -> bool:
+        for path, expected in checks:
+            value = event
+            for key in path:
+                if not isinstance(value, dict):
+                    return False
+                value = value.get(key, _ABSENT)
+                if value is _ABSENT:
+                    return False
+            if expected is _AN_OBJECT:
+                if not isinstance(value, dict):
+                    return False
+            elif isinstance(value, (dict, list)) or not scalar_equal(value, expected):
+                return False
+        return True
+
+    return check
+
+
+_AN_OBJECT = object()
+_ABSENT = object()
