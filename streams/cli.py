@@ -310,6 +310,37 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(events=args.events)
 
 
+def cmd_test_match(args: argparse.Namespace) -> int:
+    from . import dry_run
+
+    if args.live is None:
+        if args.file is None:
+            raise CliError("give FILE (JSON lines, '-' for stdin), or --live EVENT", EXIT_BAD_INPUT)
+        return dry_run.main([args.file])
+    settings = settings_from(args)
+    topics = load_topics(settings)
+    live = []
+    for handler_id, value in sorted(current_handlers(settings, topics).items()):
+        try:
+            live.append(handlers.parse_handler(value, key=handler_id))
+        except handlers.InvalidHandler as exc:
+            print(f"skipping invalid handler {handler_id}: {exc}", file=sys.stderr)
+    texts = sys.stdin if args.live == "-" else [args.live]
+    headers = {k: v for k, v in ((provenance.CREATOR, args.creator), (provenance.EMITTED_BY_JOB, args.emitted_by)) if v}
+    for text in texts:
+        if not text.strip():
+            continue
+        try:
+            event = jsonvalue.load_object(text.encode())
+        except jsonvalue.NotAJsonObject as exc:
+            print(jsonvalue.dumps({"fires": [], "error": str(exc)}))
+            continue
+        fires = [f for f in dry_run.firing_handlers(live, event)
+                 if provenance.constraints_hold(next(h for h in live if h.id == f["id"]).event, headers)]
+        print(jsonvalue.dumps({"fires": fires, "error": None}), flush=True)
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -381,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("state", parents=[common], help="print a job's stored state")
     p.add_argument("job")
     p.set_defaults(func=cmd_state)
+
+    p = sub.add_parser("test-match", parents=[common], help="dry-run filters (no broker), or ask the live handlers",
+                       description="test-match FILE: each line {\"handler\"|\"filter\": ..., \"event\": ...} gives "
+                       "one line {\"matched\", \"params\", \"error\"}; no broker needed. "
+                       "test-match --live EVENT: which handlers on the handlers topic would fire for EVENT.")
+    p.add_argument("file", nargs="?", help="JSON lines; '-' reads stdin")
+    p.add_argument("--live", metavar="EVENT", help="an event (JSON), or '-' for JSON lines on stdin")
+    p.add_argument("--creator", help="with --live: the event's creator header")
+    p.add_argument("--emitted-by", help="with --live: the job that emitted the event")
+    p.set_defaults(func=cmd_test_match)
 
     p = sub.add_parser("schema", help="print the handler JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -99,8 +99,32 @@ def test_send_tail_and_state(cli_stack: Stack, tmp_path):
 
 
 def test_help_on_every_subcommand(cli_stack: Stack):
-    for args in (["--help"], ["dev", "--help"], ["topics", "--help"], ["handlers", "apply", "--help"],
+    for args in (["--help"], ["dev", "--help"], ["topics", "--help"], ["handlers", "apply", "--help"], ["run", "--help"],
+                 ["test-match", "--help"], ["handlers", "arm", "--help"],
                  ["handlers", "list", "--help"], ["handlers", "delete", "--help"], ["send", "--help"],
                  ["worker", "--help"], ["tail", "--help"], ["state", "--help"], ["schema", "--help"]):
         out = cli_stack.cli(*args)
         assert out.returncode == 0 and out.stdout.startswith("usage: signalbox"), args
+
+
+def test_test_match_dry_run_and_live(cli_stack: Stack, tmp_path):
+    lines = tmp_path / "cases.jsonl"
+    lines.write_text("\n".join(json.dumps(x) for x in [
+        {"filter": {"match": {"formID": "patient_registration_v7"}, "exclude": {"allowedToShare": False}},
+         "event": {"formID": "patient_registration_v7", "allowedToShare": False}},
+        {"handler": {"id": "h", "job": "j", "event": {"pattern": {"n": [{"numeric": [">=", 1.5]}]}},
+                     "params": {"n": "n"}}, "event": {"n": 1.50}},
+        {"filter": {"pattern": {"n": [{"numeric": [">", 2, "<", 1]}]}}, "event": {"n": 1}},
+    ]) + "\n")
+    dry = cli_stack.cli("test-match", str(lines))
+    assert dry.returncode == 0, dry.stderr
+    out = [json.loads(line) for line in dry.stdout.splitlines()]
+    assert out[0] == {"matched": False, "params": None, "error": None}
+    assert out[1] == {"matched": True, "params": {"n": 1.5}, "error": None}
+    assert out[2]["matched"] is False and "n[0].numeric" in out[2]["error"]
+
+    live = cli_stack.cli("test-match", "--live", '{"type": "cli", "n": 5}')
+    assert live.returncode == 0, live.stderr
+    assert json.loads(live.stdout) == {"fires": [{"id": "cli-a", "job": "count9", "params": {"n": 5}}], "error": None}
+    nothing = cli_stack.cli("test-match", "--live", '{"type": "nope"}')
+    assert json.loads(nothing.stdout)["fires"] == []
