@@ -99,7 +99,8 @@ def test_send_tail_and_state(cli_stack: Stack, tmp_path):
 
 
 def test_help_on_every_subcommand(cli_stack: Stack):
-    for args in (["--help"], ["dev", "--help"], ["topics", "--help"], ["handlers", "apply", "--help"], ["run", "--help"],
+    for args in (["--help"], ["dev", "--help"], ["topics", "--help"], ["handlers", "apply", "--help"],
+                 ["run", "--help"],
                  ["test-match", "--help"], ["handlers", "arm", "--help"],
                  ["handlers", "list", "--help"], ["handlers", "delete", "--help"], ["send", "--help"],
                  ["worker", "--help"], ["tail", "--help"], ["state", "--help"], ["schema", "--help"]):
