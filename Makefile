@@ -26,3 +26,4 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/bench_matcher.py
+	$(BIN)/python bench/bench_e2e.py
