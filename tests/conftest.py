@@ -74,6 +74,16 @@ def decode_avro(schema_file: str, data: bytes) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(data[10:]), schema)
 
 
+def command(msg: Message) -> dict[str, Any]:
+    """A job command record, decoded from the .avsc alone."""
+    return decode_avro("job_command.avsc", msg.value())
+
+
+def result(msg: Message) -> dict[str, Any]:
+    """A run result record, decoded from the .avsc alone."""
+    return decode_avro("run_result.avsc", msg.value())
+
+
 @dataclass
 class Stack:
     """One isolated deployment on the shared broker: topics with a prefix, an app id."""
@@ -247,3 +257,25 @@ def stack(broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+def _reader(stack: Stack, topic: str) -> Iterator[TopicReader]:
+    reader = stack.reader(topic)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def commands(stack: Stack) -> Iterator[TopicReader]:
+    """The job-commands topic of the module's stack, from the beginning."""
+    yield from _reader(stack, stack.topics.job_commands)
+
+
+@pytest.fixture
+def results(stack: Stack) -> Iterator[TopicReader]:
+    yield from _reader(stack, stack.topics.run_results)
+
+
+@pytest.fixture
+def events(stack: Stack) -> Iterator[TopicReader]:
+    yield from _reader(stack, stack.topics.events)

@@ -7,15 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
 
-from tests.conftest import Stack, decode_avro, unique
+from tests.conftest import Stack, command, unique
 
 pytestmark = pytest.mark.broker
-
-
-def command(msg: Message) -> dict[str, Any]:
-    return decode_avro("job_command.avsc", msg.value())
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +19,6 @@ def worker(stack: Stack):
     w.wait_ready()
     yield w
     w.stop()
-
-
-@pytest.fixture
-def commands(stack: Stack):
-    reader = stack.reader(stack.topics.job_commands)
-    yield reader
-    reader.close()
 
 
 def fired(commands, handler_id: str) -> list[dict[str, Any]]:

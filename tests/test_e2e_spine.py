@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Message
 
 from streams.identity import run_id
-from tests.conftest import Stack, TopicReader, WorkerProcess, decode_avro, unique
+from tests.conftest import Stack, WorkerProcess, command, result, unique
 
 pytestmark = pytest.mark.broker
 
@@ -21,35 +21,6 @@ def worker(stack: Stack) -> Iterator[WorkerProcess]:
     w.wait_ready()
     yield w
     w.stop()
-
-
-@pytest.fixture
-def commands(stack: Stack) -> Iterator[TopicReader]:
-    reader = stack.reader(stack.topics.job_commands)
-    yield reader
-    reader.close()
-
-
-@pytest.fixture
-def results(stack: Stack) -> Iterator[TopicReader]:
-    reader = stack.reader(stack.topics.run_results)
-    yield reader
-    reader.close()
-
-
-@pytest.fixture
-def events(stack: Stack) -> Iterator[TopicReader]:
-    reader = stack.reader(stack.topics.events)
-    yield reader
-    reader.close()
-
-
-def command(msg: Message) -> dict[str, Any]:
-    return decode_avro("job_command.avsc", msg.value())
-
-
-def result(msg: Message) -> dict[str, Any]:
-    return decode_avro("run_result.avsc", msg.value())
 
 
 def by_ref(ref: str):

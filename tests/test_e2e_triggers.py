@@ -11,20 +11,11 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
 
 from streams.engine import job_partition
-from tests.conftest import Stack, TopicReader, WorkerProcess, decode_avro, unique
+from tests.conftest import Stack, TopicReader, WorkerProcess, command, result, unique
 
 pytestmark = pytest.mark.broker
-
-
-def command(msg: Message) -> dict[str, Any]:
-    return decode_avro("job_command.avsc", msg.value())
-
-
-def result(msg: Message) -> dict[str, Any]:
-    return decode_avro("run_result.avsc", msg.value())
 
 
 def of_handler(handler_id: str):
@@ -98,20 +89,6 @@ def worker(stack: Stack):
     w.wait_ready()
     yield w
     w.stop()
-
-
-@pytest.fixture
-def commands(stack: Stack):
-    reader = stack.reader(stack.topics.job_commands)
-    yield reader
-    reader.close()
-
-
-@pytest.fixture
-def results(stack: Stack):
-    reader = stack.reader(stack.topics.run_results)
-    yield reader
-    reader.close()
 
 
 def settled(results: TopicReader, cmd: dict[str, Any]) -> dict[str, Any]:
