@@ -19,6 +19,7 @@ lost its disk, or takes over a partition, gets them back from Kafka:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
-DEDUP_SWEEP_INTERVAL_S = 60.0
+DEDUP_SWEEP_CHUNK = 500
 MATCH_BATCH_MAX = 500
 MATCH_BATCH_WITHIN_S = 0.002
 
@@ -102,6 +103,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     cron_last = app.Table("cron-last", partitions=n, key_type=str, default=None)
     retention_ms = int(settings.dedup_retention_seconds * 1000)
     last_sweep: dict[int, float] = {}
+    sweep_cursor: dict[int, bytes] = {}
     limits = settings.state_limits
     commands_codec, results_codec = avro.commands(), avro.results()
 
@@ -172,14 +174,38 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         return applied.offset if handler.once and applied is not None else None
 
     def sweep_dedup(partition: int, now: int) -> None:
-        # Table writes go to the changelog partition of the event being processed, so an
-        # entry is only deleted while processing a record of its own partition.
-        if time.monotonic() - last_sweep.get(partition, 0.0) < DEDUP_SWEEP_INTERVAL_S:
-            return
-        last_sweep[partition] = time.monotonic()
-        expired = [k for k, v in dedup.items() if v and v[1] == partition and now - v[0] > retention_ms]
+        """Delete expired dedup entries of one partition, a bounded chunk per call.
+
+        Table writes go to the changelog partition of the record being processed, so an
+        entry is only deleted while processing a record of its own partition. A pass walks
+        that partition's RocksDB in key order, DEDUP_SWEEP_CHUNK keys per call, then rests
+        for dedup_sweep_interval_seconds: the event loop is never blocked by a full scan."""
+        cursor = sweep_cursor.get(partition)
+        if cursor is None:
+            if time.monotonic() - last_sweep.get(partition, 0.0) < settings.dedup_sweep_interval_seconds:
+                return
+            cursor = b""
+        db = dedup.data._db_for_partition(partition)  # Faust's RocksDB store: one DB per partition
+        expired: list[str] = []
+        scanned, last = 0, None
+        for raw_key, raw_value in db.items(from_key=cursor):
+            if scanned == DEDUP_SWEEP_CHUNK:
+                break
+            scanned, last = scanned + 1, raw_key
+            if not raw_key.startswith(b'"'):
+                continue  # Faust's own bookkeeping (the persisted offset) shares the DB
+            seen = json.loads(raw_value)
+            if isinstance(seen, list) and now - seen[0] > retention_ms:
+                expired.append(json.loads(raw_key))
+        else:
+            last = None  # the pass is complete
         for key in expired:
             del dedup[key]
+        if last is None:
+            sweep_cursor.pop(partition, None)
+            last_sweep[partition] = time.monotonic()
+        else:
+            sweep_cursor[partition] = last + b"\x00"
 
     @app.agent(triggers_topic, name="schedule")
     async def schedule(stream: faust.StreamT) -> None:

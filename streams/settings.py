@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     state_warn_bytes: int = 10_000
     state_max_bytes: int = 50_000
     dedup_retention_seconds: float = 7 * 24 * 3600
+    dedup_sweep_interval_seconds: float = 60.0
     runner_concurrency: int = 8
     cron_interval_seconds: float = 1.0
     web_port: int | None = None

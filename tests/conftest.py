@@ -150,8 +150,9 @@ class Stack:
     def reader(self, topic: str) -> TopicReader:
         return TopicReader(self.broker.bootstrap, topic)
 
-    def start_worker(self, name: str = "w1", *extra: str, datadir: Path | None = None) -> WorkerProcess:
-        worker = WorkerProcess(self, name, datadir or self.workdir / name / "data", list(extra))
+    def start_worker(self, name: str = "w1", *extra: str, datadir: Path | None = None,
+                     env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(self, name, datadir or self.workdir / name / "data", list(extra), env or {})
         worker.start()
         self.workers.append(worker)
         return worker
@@ -201,8 +202,8 @@ class TopicReader:
 
 
 class WorkerProcess:
-    def __init__(self, stack: Stack, name: str, datadir: Path, extra: list[str]) -> None:
-        self.stack, self.name, self.datadir, self.extra = stack, name, datadir, extra
+    def __init__(self, stack: Stack, name: str, datadir: Path, extra: list[str], env: dict[str, str]) -> None:
+        self.stack, self.name, self.datadir, self.extra, self.env = stack, name, datadir, extra, env
         self.log = stack.workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -212,7 +213,7 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams", "worker", "--jobs", "tests.e2e_jobs", "--datadir", str(self.datadir),
                  *self.extra],
-                env=self.stack.env, cwd=self.stack.workdir, stdout=log, stderr=subprocess.STDOUT,
+                env={**self.stack.env, **self.env}, cwd=self.stack.workdir, stdout=log, stderr=subprocess.STDOUT,
             )
 
     def wait_ready(self, timeout: float = WAIT) -> None:

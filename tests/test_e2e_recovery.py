@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Stack, decode_avro, unique
+from tests.conftest import ROOT, Stack, command, decode_avro, unique
 
 pytestmark = pytest.mark.broker
 
@@ -62,3 +63,31 @@ def test_worker_refuses_topics_that_differ_from_topics_yaml(stack: Stack, tmp_pa
     assert "differ from topics.yaml" in worker.stderr and "partitions is 4" in worker.stderr
 
     assert stack.cli("topics", "check").returncode == 0
+
+
+def test_dedup_entries_expire_after_the_retention(stack: Stack):
+    """A replay inside the retention starts nothing; after it, the entry is swept (a
+    tombstone on the dedup changelog) and the same event starts a new run."""
+    w = stack.start_worker("dedup", env={"SIGNALBOX_DEDUP_RETENTION_SECONDS": "2",
+                                         "SIGNALBOX_DEDUP_SWEEP_INTERVAL_SECONDS": "0.5"})
+    w.wait_ready()
+    commands = stack.reader(stack.topics.job_commands)
+    h = {"id": unique("dedup"), "job": "count5", "event": {"match": {"type": "dedup"}}}
+    stack.apply_handler(h)
+    event = {"id": unique("replayed"), "type": "dedup"}
+    stack.send_event(event)
+    [first] = commands.wait_for(lambda m: command(m)["handler_id"] == h["id"])
+    run = command(first)["run_id"]
+    stack.send_event(event)  # inside the retention: dropped
+    time.sleep(3)
+    stack.send_event({"id": unique("tick"), "type": "other"})
+    stack.send_event(event)  # after the retention: a new run, same run id
+    commands.wait_for(lambda m: command(m)["handler_id"] == h["id"], count=2)
+    commands.poll_for(1.0)
+    assert [command(m)["run_id"] for m in commands.seen if command(m)["handler_id"] == h["id"]] == [run, run]
+    # the sweep deleted the first entry: a tombstone for its key on the changelog
+    changelog = stack.reader(f"{stack.app_id}-run-dedup-changelog")
+    changelog.wait_for(lambda m: m.key() == json.dumps(run).encode() and m.value() is None)
+    changelog.close()
+    commands.close()
+    w.stop()
