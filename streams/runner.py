@@ -1,9 +1,10 @@
 """The built-in runner: job commands in, run results out, in its own consumer group.
 
 It runs registered Python jobs (sync ones in a thread pool, async ones natively) with the
-command's timeout and writes one run result per command. Offsets are committed only after
-the results of a batch are acknowledged by the broker (at-least-once; run ids let the
-settle step and downstream consumers drop repeats). An external executor can take its
+command's timeout, up to ``runner_concurrency`` at once, and writes one run result per
+command. A partition's offsets are committed only up to the oldest command whose result
+the broker has not acknowledged yet (at-least-once: a runner that dies re-runs what it
+had not finished, with the same run ids). An external executor can take its
 place by consuming the job-commands topic and producing run results.
 """
 
@@ -17,9 +18,11 @@ import os
 import socket
 import time
 import traceback
+from collections import deque
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
 from . import avro, jobs, provenance
@@ -128,34 +131,58 @@ class Runner(Service):
 
     @Service.task
     async def _run_commands(self) -> None:
-        assert self._consumer is not None and self._producer is not None
+        """Start each command as soon as it is read (at most runner_concurrency at once), so
+        a slow job holds up nothing but its own slot; commit, per partition, the offsets
+        below the oldest command whose result is not yet acknowledged."""
+        assert self._consumer is not None
         self._consumer.subscribe([self.topics.job_commands])
-        commands_codec, results_codec = avro.commands(), avro.results()
-        limit = asyncio.Semaphore(self.settings.runner_concurrency)
-
-        async def bounded(command: dict[str, Any]) -> tuple[dict[str, Any], jobs.Run | None]:
-            async with limit:
-                return await execute(command, self.name_)
-
+        slots = asyncio.Semaphore(self.settings.runner_concurrency)
+        pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
         while not self.should_stop:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=self.settings.runner_concurrency * 4)
-            commands = []
-            for records in batches.values():
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.settings.runner_concurrency)
+            for tp, records in batches.items():
                 for record in records:
-                    try:
-                        commands.append(commands_codec.decode(record.value))
-                    except (avro.AvroDecodeError, EOFError, ValueError) as exc:
-                        log.error("runner: skipping undecodable job command at %s/%s/%s: %s",
-                                  record.topic, record.partition, record.offset, exc)
-            if not batches:
-                continue
-            outcomes = await asyncio.gather(*(bounded(c) for c in commands))
-            sent = []
-            for result, run in outcomes:
+                    await slots.acquire()
+                    task = asyncio.create_task(self._run_one(record.value, record.offset, tp, slots))
+                    pending.setdefault(tp, deque()).append((record.offset, task))
+            await self._commit_finished(pending)
+
+    async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore) -> None:
+        assert self._producer is not None
+        try:
+            try:
+                command = avro.commands().decode(value)
+            except (avro.AvroDecodeError, EOFError, ValueError) as exc:
+                log.error("runner: skipping undecodable job command at %s/%s/%s: %s",
+                          tp.topic, tp.partition, offset, exc)
+                return
+            result, run = await execute(command, self.name_)
+            sent = [
                 # Emitted events first: by the time the result settles, they are on the topic.
-                for value, headers in emitted_events(run) if run is not None else []:
-                    sent.append(await self._producer.send(self.topics.events, value=value, headers=headers))
-                sent.append(await self._producer.send(
-                    self.topics.run_results, key=result["job"].encode(), value=results_codec.encode(result)))
+                await self._producer.send(self.topics.events, value=v, headers=h)
+                for v, h in (emitted_events(run) if run is not None else [])
+            ]
+            sent.append(await self._producer.send(
+                self.topics.run_results, key=result["job"].encode(), value=avro.results().encode(result)))
             await asyncio.gather(*sent)
-            await self._consumer.commit()
+        finally:
+            slots.release()
+
+    async def _commit_finished(self, pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]]) -> None:
+        assert self._consumer is not None
+        offsets = {}
+        for tp, queue in pending.items():
+            done_up_to = None
+            while queue and queue[0][1].done():
+                offset, task = queue.popleft()
+                task.result()  # a send that failed stops the runner: its command is not committed
+                done_up_to = offset
+            if done_up_to is not None:
+                offsets[tp] = done_up_to + 1
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another runner: it will run those commands again.
+            log.warning("runner: commit after a rebalance failed (%s); commands will be redelivered", exc)

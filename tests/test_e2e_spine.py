@@ -198,3 +198,18 @@ def test_failed_and_timed_out_runs(stack, worker, commands, results, events):
     assert json.loads(eb.value())["new_status"] == "failed"
     [en] = events.wait_for(internal(command(nap)["run_id"]))
     assert json.loads(en.value())["new_status"] == "timed_out"
+
+
+def test_a_slow_job_does_not_hold_up_the_others(stack, worker, commands, results):
+    stack.apply_handler(handler("sleepy", {"type": "slow"}, params={"seconds": "s"}, timeout_seconds=20))
+    fast = handler("count6", {"type": "fast"})
+    stack.apply_handler(fast)
+    stack.send_event({"id": "slow-1", "type": "slow", "s": 4})
+    stack.send_event({"id": "fast-1", "type": "fast"})
+    [slow_cmd] = commands.wait_for(by_ref("id:slow-1"))
+    [fast_cmd] = commands.wait_for(by_ref("id:fast-1"))
+    [fast_done] = results.wait_for(by_run(command(fast_cmd)["run_id"]))
+    assert not [m for m in results.seen if result(m)["run_id"] == command(slow_cmd)["run_id"]]
+    [slow_done] = results.wait_for(by_run(command(slow_cmd)["run_id"]))
+    assert result(slow_done)["status"] == "succeeded"
+    assert result(fast_done)["finished_at"] < result(slow_done)["finished_at"]
