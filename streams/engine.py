@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DEDUP_SWEEP_CHUNK = 500
 MATCH_BATCH_MAX = 500
-MATCH_BATCH_WITHIN_S = 0.002
+MATCH_BATCH_WITHIN_S = 0.01
 
 
 def now_ms() -> int:
@@ -143,7 +143,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
 
     async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> None:
         """One record on the triggers topic: a JSON list of triggers of one job partition."""
-        await triggers_topic.send(partition=partition, value=jsonvalue.dumps(triggers).encode())
+        # Trigger fields are strings and plain numbers (params are JSON text already), so the
+        # standard library's C encoder serves; it is several times faster here.
+        await triggers_topic.send(partition=partition, value=json.dumps(triggers, separators=(",", ":")).encode())
 
     def triggers_for(doc: dict[str, Any], text: str, message: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
         """Every trigger one event starts: event handlers, flow/catch handlers, run requests."""
@@ -212,7 +214,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         async for event in stream.events():
             message = event.message
             try:
-                triggers = jsonvalue.loads(message.value)
+                triggers = json.loads(message.value)
                 assert isinstance(triggers, list)
             except (ValueError, AssertionError) as exc:
                 await dead_letter(message, f"undecodable triggers record: {exc}")
@@ -240,7 +242,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         if token is not None:
             once_fired[trigger["handler_id"]] = token
         if trigger.get("cron_tick") is not None:
-            tick = float(trigger["cron_tick"])  # parsed as an exact Decimal
+            tick = float(trigger["cron_tick"])
             if tick > float(cron_last.get(trigger["handler_id"]) or 0):
                 cron_last[trigger["handler_id"]] = tick
 

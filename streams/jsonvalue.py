@@ -7,6 +7,7 @@ that has a fraction or exponent, and written back without going through float.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import simplejson
@@ -27,7 +28,10 @@ def loads(data: str | bytes) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON that keeps Decimal values exact."""
-    return simplejson.dumps(value, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+    try:  # the standard library's C encoder is ~5x faster; it refuses Decimal
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except TypeError:
+        return simplejson.dumps(value, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def load_object(data: bytes | None) -> dict[str, Any]:
