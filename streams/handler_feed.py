@@ -44,7 +44,7 @@ class HandlerFeed(Service):
             bootstrap_servers=s.bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=10 if s.embedded else 500,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         await self._consumer.start()
         partitions = self._consumer.partitions_for_topic(self.topics.handlers)

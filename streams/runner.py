@@ -116,7 +116,7 @@ class Runner(Service):
             auto_offset_reset="earliest",
             session_timeout_ms=int(s.session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(s.heartbeat_seconds * 1000),
-            fetch_max_wait_ms=10 if s.embedded else 500,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_poll_interval_ms=3_600_000,
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=2)

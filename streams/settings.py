@@ -57,5 +57,10 @@ class Settings(BaseSettings):
         return 6.0 if self.embedded else 45.0
 
     @property
+    def fetch_max_wait_ms(self) -> int:
+        """For our own aiokafka consumers: tansu holds every fetch for the full wait."""
+        return 10 if self.embedded else 500
+
+    @property
     def heartbeat_seconds(self) -> float:
         return 1.0 if self.embedded else 3.0
