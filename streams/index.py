@@ -63,8 +63,13 @@ def split_path(path: ParamPath) -> list[str | int]:
 
 def extract(event: Any, path: ParamPath) -> Any:
     """The value at ``path`` in ``event``, or ``_MISSING``."""
+    return walk(event, split_path(path))
+
+
+def walk(event: Any, steps: Iterable[str | int]) -> Any:
+    """The value the steps lead to (keys, list indexes), or ``_MISSING``."""
     value = event
-    for step in split_path(path):
+    for step in steps:
         if isinstance(value, dict) and isinstance(step, str) and step in value:
             value = value[step]
         elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
@@ -475,14 +480,7 @@ class _EbNode:
         self.field: _Field | None = None
 
     def follow(self, key: str) -> _EbNode | None:
-        node = self.children.get(key)
-        if node is None and "." in key:
-            node = self
-            for part in key.split("."):
-                node = node.children.get(part)  # type: ignore[assignment]
-                if node is None:
-                    return None
-        return node
+        return eb.follow_key(self, key)
 
 
 class _JbNode:
@@ -791,16 +789,9 @@ def _confirm(entry: _Entry, proof: int, event: dict[str, Any]) -> dict[str, Any]
         return None
     params: dict[str, Any] = {}
     for name, steps in entry.params:
-        value: Any = event
-        for step in steps:
-            if isinstance(value, dict) and isinstance(step, str) and step in value:
-                value = value[step]
-            elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
-                value = value[step]
-            elif isinstance(value, dict) and isinstance(step, int) and str(step) in value:
-                value = value[str(step)]
-            else:
-                return None
+        value = walk(event, steps)
+        if value is _MISSING:
+            return None
         params[name] = value
     return params
 

@@ -446,15 +446,20 @@ class NameTrie:
         return _SHARED_TRIES[key]
 
     def follow(self, key: str) -> NameTrie | None:
-        """The node an event key leads to; a dotted key takes several steps."""
-        node = self.children.get(key)
-        if node is None and "." in key:
-            node = self
-            for part in key.split("."):
-                node = node.children.get(part)  # type: ignore[assignment]
-                if node is None:
-                    return None
-        return node
+        return follow_key(self, key)
+
+
+def follow_key(node: Any, key: str) -> Any:
+    """The child of a trie node (anything with ``children``) an event key leads to; a dotted
+    key takes one step per part, as EventBridge treats dots as nesting."""
+    child = node.children.get(key)
+    if child is None and "." in key:
+        child = node
+        for part in key.split("."):
+            child = child.children.get(part)
+            if child is None:
+                return None
+    return child
 
 
 _SHARED_TRIES: dict[frozenset[str], NameTrie | None] = {}
