@@ -56,7 +56,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
         yield BrokerInfo(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ.get("SIGNALBOX_BROKER_KIND", "kafka"))
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as kafka:
             yield BrokerInfo(kafka.get_bootstrap_server(), "kafka")
