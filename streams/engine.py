@@ -255,7 +255,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             except (avro.AvroDecodeError, EOFError, ValueError) as exc:
                 await dead_letter(message, f"undecodable run result: {exc}")
                 continue
-            settlement = records.settle(result, limits)
+            try:
+                settlement = records.settle(result, limits)
+            except ValueError as exc:  # e.g. an external executor's final state is not a JSON object
+                await dead_letter(message, f"run result {result['run_id']}: {exc}")
+                continue
             if settlement.state_to_store is not None:
                 states[result["job"]] = jsonvalue.loads(settlement.state_to_store)
             for internal in settlement.events:

@@ -128,12 +128,18 @@ class Settlement:
 
 
 def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
+    """The state to store and the internal events for one run result.
+
+    Raises ValueError when ``final_state_json`` is not a JSON object."""
     def ms(value: Any) -> int:
         # fastavro gives timestamp-millis back as aware datetimes
         return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
     status = result["status"]
     final = result.get("final_state_json")
+    final_state = jsonvalue.loads(final) if final is not None else None  # ValueError if not JSON
+    if final is not None and not isinstance(final_state, dict):
+        raise ValueError("final_state_json must hold a JSON object")
     size = len(final.encode("utf-8")) if final is not None else 0
     base = {"job": result["job"], "run_id": result["run_id"], "handler_id": result["handler_id"]}
     status_event = {
@@ -146,7 +152,7 @@ def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
         "duration_ms": ms(result["finished_at"]) - ms(result["started_at"]),
         "state_bytes": size,
         # what a flow/catch handler's run starts with (OpenFn passes it downstream)
-        "final_state": jsonvalue.loads(final) if final is not None else None,
+        "final_state": final_state,
     }
     settlement = Settlement(state_to_store=None)
     if status == "succeeded" and final is not None:

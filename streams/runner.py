@@ -63,17 +63,19 @@ async def execute(command: dict[str, Any], runner_name: str) -> tuple[dict[str, 
     if fn is None:
         return {**result, "status": "failed", "finished_at": now_ms(),
                 "error": f"no job named {command['job']!r} is registered with this runner"}, None
-    state = json.loads(command["initial_state_json"]) if command["initial_state_json"] else {}
-    run = jobs.Run(
-        run_id=command["run_id"],
-        job=command["job"],
-        handler_id=command["handler_id"],
-        params=json.loads(command["params_json"]),
-        state=state,
-        event=json.loads(command["event_json"]) if command["event_json"] else None,
-        trigger_kind=command["trigger_kind"],
-        attempt=command["attempt"],
-    )
+    try:
+        run = jobs.Run(
+            run_id=command["run_id"],
+            job=command["job"],
+            handler_id=command["handler_id"],
+            params=json.loads(command["params_json"]),
+            state=json.loads(command["initial_state_json"]) if command["initial_state_json"] else {},
+            event=json.loads(command["event_json"]) if command["event_json"] else None,
+            trigger_kind=command["trigger_kind"],
+            attempt=command["attempt"],
+        )
+    except ValueError as exc:  # a command from another producer with broken JSON fields
+        return {**result, "status": "failed", "finished_at": now_ms(), "error": f"malformed job command: {exc}"}, None
     try:
         if inspect.iscoroutinefunction(fn):
             returned = await asyncio.wait_for(fn(run), command["timeout_seconds"])

@@ -213,3 +213,21 @@ def test_a_slow_job_does_not_hold_up_the_others(stack, worker, commands, results
     [slow_done] = results.wait_for(by_run(command(slow_cmd)["run_id"]))
     assert result(slow_done)["status"] == "succeeded"
     assert result(fast_done)["finished_at"] < result(slow_done)["finished_at"]
+
+
+def test_an_external_executors_bad_result_is_dead_lettered(stack, worker, events):
+    """A run result whose final state is not a JSON object is kept with its reason; the
+    worker goes on settling the next one."""
+    from streams import avro
+
+    dead = stack.reader(stack.topics.dead_letter)
+    base = {"job": "count7", "handler_id": "external", "error": None, "attempt": 1,
+            "started_at": 1_700_000_000_000, "finished_at": 1_700_000_000_050, "runner": "external-executor"}
+    stack.produce(stack.topics.run_results, avro.results().encode(
+        {**base, "run_id": "ext-bad", "status": "succeeded", "final_state_json": "[1, 2]"}), b"count7")
+    stack.produce(stack.topics.run_results, avro.results().encode(
+        {**base, "run_id": "ext-good", "status": "succeeded", "final_state_json": '{"ok": true}'}), b"count7")
+    [msg] = dead.wait_for(lambda m: b"ext-bad" in dict(m.headers())["reason"])
+    assert "JSON object" in dict(msg.headers())["reason"].decode()
+    events.wait_for(internal("ext-good"))
+    dead.close()

@@ -156,3 +156,23 @@ def test_docker_compose_commands_are_real_cli_commands():
         args = parser.parse_args(compose["services"][service]["command"])
         assert callable(args.func)
     assert compose["services"]["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+
+
+def test_settle_refuses_a_final_state_that_is_not_a_json_object():
+    for bad in ("not json", "[1, 2]"):
+        with pytest.raises(ValueError):
+            records.settle(_result("succeeded", bad), StateLimits())
+
+
+def test_runner_fails_a_malformed_command_instead_of_crashing():
+    import asyncio
+
+    from streams import jobs
+    from streams.runner import execute
+
+    jobs.job("unit-noop")(lambda run: None)
+    command = {"run_id": "r", "job": "unit-noop", "handler_id": "h", "attempt": 1, "trigger_kind": "event",
+               "params_json": "{broken", "initial_state_json": None, "event_json": None, "timeout_seconds": 5.0}
+    result, run = asyncio.run(execute(command, "test"))
+    assert result["status"] == "failed" and result["error"].startswith("malformed job command")
+    assert run is None
