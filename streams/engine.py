@@ -29,6 +29,7 @@ import faust
 from aiokafka.partitioner import murmur2
 
 from . import avro, cron, jsonvalue, provenance, records
+from .dedup import RunDedup
 from .faust_driver import register as register_tansu_driver
 from .handler_feed import HandlerFeed
 from .handler_set import Applied, HandlerSet
@@ -39,7 +40,6 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
-DEDUP_SWEEP_CHUNK = 500
 MATCH_BATCH_MAX = 500
 MATCH_BATCH_WITHIN_S = 0.01
 
@@ -97,13 +97,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
 
     # Changelogs are JSON: key = job name, value = the final state object.
     states = app.Table("job-state", partitions=n, key_type=str, default=None)
-    # key = run id, value = [first seen (ms), partition]
-    dedup = app.Table("run-dedup", partitions=n, key_type=str, default=None)
+    # one entry per triggers record: see dedup.py
+    dedup = RunDedup(app, app.Table("run-dedup", partitions=n, key_type=str, default=None),
+                     int(settings.dedup_retention_seconds * 1000), settings.dedup_sweep_interval_seconds)
     once_fired = app.Table("once-fired", partitions=n, key_type=str, default=None)
     cron_last = app.Table("cron-last", partitions=n, key_type=str, default=None)
-    retention_ms = int(settings.dedup_retention_seconds * 1000)
-    last_sweep: dict[int, float] = {}
-    sweep_cursor: dict[int, bytes] = {}
     limits = settings.state_limits
     commands_codec, results_codec = avro.commands(), avro.results()
 
@@ -175,40 +173,6 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         applied = handlers.applied(handler.id)
         return applied.offset if handler.once and applied is not None else None
 
-    def sweep_dedup(partition: int, now: int) -> None:
-        """Delete expired dedup entries of one partition, a bounded chunk per call.
-
-        Table writes go to the changelog partition of the record being processed, so an
-        entry is only deleted while processing a record of its own partition. A pass walks
-        that partition's RocksDB in key order, DEDUP_SWEEP_CHUNK keys per call, then rests
-        for dedup_sweep_interval_seconds: the event loop is never blocked by a full scan."""
-        cursor = sweep_cursor.get(partition)
-        if cursor is None:
-            if time.monotonic() - last_sweep.get(partition, 0.0) < settings.dedup_sweep_interval_seconds:
-                return
-            cursor = b""
-        db = dedup.data._db_for_partition(partition)  # Faust's RocksDB store: one DB per partition
-        expired: list[str] = []
-        scanned, last = 0, None
-        for raw_key, raw_value in db.items(from_key=cursor):
-            if scanned == DEDUP_SWEEP_CHUNK:
-                break
-            scanned, last = scanned + 1, raw_key
-            if not raw_key.startswith(b'"'):
-                continue  # Faust's own bookkeeping (the persisted offset) shares the DB
-            seen = json.loads(raw_value)
-            if isinstance(seen, list) and now - seen[0] > retention_ms:
-                expired.append(json.loads(raw_key))
-        else:
-            last = None  # the pass is complete
-        for key in expired:
-            del dedup[key]
-        if last is None:
-            sweep_cursor.pop(partition, None)
-            last_sweep[partition] = time.monotonic()
-        else:
-            sweep_cursor[partition] = last + b"\x00"
-
     @app.agent(triggers_topic, name="schedule")
     async def schedule(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -220,31 +184,37 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 await dead_letter(message, f"undecodable triggers record: {exc}")
                 continue
             now = now_ms()
-            sweep_dedup(message.partition, now)
+            dedup.sweep(message.partition, now)
+            started: list[str] = []
             for trigger in triggers:
-                await schedule_one(trigger, message.partition, now)
+                if trigger["run_id"] in started:  # the same event twice in one batch
+                    log.info("run %s already scheduled; trigger %s ignored", trigger["run_id"], trigger["trigger_ref"])
+                elif await schedule_one(trigger, message.partition, now):
+                    started.append(trigger["run_id"])
+            dedup.record(message.partition, message.offset, started, now)
 
-    async def schedule_one(trigger: dict[str, Any], partition: int, now: int) -> None:
-        seen = dedup.get(trigger["run_id"])
-        if seen is not None and now - seen[0] <= retention_ms:
+    async def schedule_one(trigger: dict[str, Any], partition: int, now: int) -> bool:
+        """Send the trigger's job command unless its run was started already; True if sent.
+
+        The command goes out before the batch's dedup entry is written: a crash between the
+        two can repeat a command (runs are idempotent by run id) but never lose one."""
+        if dedup.seen(partition, trigger["run_id"], now):
             log.info("run %s already scheduled; trigger %s ignored", trigger["run_id"], trigger["trigger_ref"])
-            return
+            return False
         token = trigger.get("once_token")
         if token is not None and once_fired.get(trigger["handler_id"]) == token:
             log.info("listener %s is disarmed; trigger %s ignored", trigger["handler_id"], trigger["trigger_ref"])
-            return
+            return False
         state = states.get(trigger["job"])
         command = records.command_from_trigger(trigger, jsonvalue.dumps(state) if state is not None else None, now)
-        # Command first, then the dedup entry: a crash between the two can repeat a
-        # command (runs are idempotent by run id) but never lose one.
         await commands_topic.send(key=trigger["job"].encode(), value=commands_codec.encode(command))
-        dedup[trigger["run_id"]] = [now, partition]
         if token is not None:
             once_fired[trigger["handler_id"]] = token
         if trigger.get("cron_tick") is not None:
             tick = float(trigger["cron_tick"])
             if tick > float(cron_last.get(trigger["handler_id"]) or 0):
                 cron_last[trigger["handler_id"]] = tick
+        return True
 
     @app.agent(results_topic, name="settle")
     async def settle(stream: faust.StreamT) -> None:

@@ -1,0 +1,115 @@
+"""Which run ids the schedule step has started: the de-duplication of runs.
+
+A Faust table write is a changelog record, and one per run was the schedule step's main
+cost (half its throughput). So the changelogged table holds one entry per *triggers
+record* (key ``b:<offset>``, value ``[first seen ms, [run ids]]``): one write per batch.
+Lookups use a per-run-id index (``r:<run id>`` -> ms) kept in the same RocksDB partition
+database without a changelog; it is brought up to date from the batch entries whenever
+the worker may have gained the partition (after every rebalance), so a worker that takes
+over a partition, or lost its disk, knows every run id the changelog knows.
+
+All writes must happen while the schedule agent processes a record of the same
+partition: Faust writes a table entry to the changelog partition of the current record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import faust
+
+SWEEP_CHUNK = 500  # keys looked at per call, so a sweep never blocks the event loop
+_BATCH = b'"b:'  # how Faust's JSON key serializer spells our batch keys
+_INDEX = b"r:"
+_INDEXED_UP_TO = b"i:indexed-up-to"
+
+
+def batch_key(offset: int) -> str:
+    return f"b:{offset:020d}"  # fixed width: RocksDB's key order is offset order
+
+
+class RunDedup:
+    def __init__(self, app: faust.App, table: Any, retention_ms: int, sweep_interval_s: float) -> None:
+        self.app = app
+        self.table = table
+        self.retention_ms = retention_ms
+        self.sweep_interval_s = sweep_interval_s
+        self._indexed_in: dict[int, int] = {}  # partition -> rebalance count when last caught up
+        self._last_sweep: dict[int, float] = {}
+        self._sweep_cursor: dict[int, bytes] = {}
+
+    def _db(self, partition: int) -> Any:
+        return self.table.data._db_for_partition(partition)  # Faust's RocksDB: one DB per partition
+
+    def seen(self, partition: int, run_id: str, now: int) -> bool:
+        """True when run_id was started within the retention."""
+        db = self._db(partition)
+        if self._indexed_in.get(partition) != self.app.rebalancing_count:
+            self._catch_up(db)
+            self._indexed_in[partition] = self.app.rebalancing_count
+        first = db.get(_INDEX + run_id.encode())
+        return first is not None and now - int(first) <= self.retention_ms
+
+    def record(self, partition: int, offset: int, run_ids: list[str], now: int) -> None:
+        """Remember the run ids started for the triggers record at ``offset``."""
+        if not run_ids:
+            return
+        self.table[batch_key(offset)] = [now, run_ids]
+        db = self._db(partition)
+        stamp = str(now).encode()
+        for run_id in run_ids:
+            db.put(_INDEX + run_id.encode(), stamp)
+        db.put(_INDEXED_UP_TO, batch_key(offset).encode())
+
+    def _catch_up(self, db: Any) -> None:
+        """Index the batch entries the index does not know yet (written by another worker,
+        or restored from the changelog)."""
+        upto = db.get(_INDEXED_UP_TO)
+        start = b'"' + upto + b"\x00" if upto else _BATCH
+        last = None
+        for raw_key, raw_value in db.items(from_key=start):
+            if not raw_key.startswith(_BATCH):
+                break
+            first, run_ids = json.loads(raw_value)
+            stamp = str(first).encode()
+            for run_id in run_ids:
+                db.put(_INDEX + run_id.encode(), stamp)
+            last = raw_key
+        if last is not None:
+            db.put(_INDEXED_UP_TO, last[1:-1])
+
+    def sweep(self, partition: int, now: int) -> None:
+        """Delete expired entries, a bounded chunk per call, a pass every sweep interval:
+        batch entries through the table (a tombstone on the changelog), index entries
+        locally."""
+        cursor = self._sweep_cursor.get(partition)
+        if cursor is None:
+            if time.monotonic() - self._last_sweep.get(partition, 0.0) < self.sweep_interval_s:
+                return
+            cursor = b""
+        db = self._db(partition)
+        expired_batches: list[str] = []
+        expired_index: list[bytes] = []
+        scanned, last = 0, None
+        for raw_key, raw_value in db.items(from_key=cursor):
+            if scanned == SWEEP_CHUNK:
+                break
+            scanned, last = scanned + 1, raw_key
+            if raw_key.startswith(_BATCH):
+                if now - json.loads(raw_value)[0] > self.retention_ms:
+                    expired_batches.append(json.loads(raw_key))
+            elif raw_key.startswith(_INDEX) and now - int(raw_value) > self.retention_ms:
+                expired_index.append(raw_key)
+        else:
+            last = None  # the pass is complete
+        for key in expired_batches:
+            del self.table[key]
+        for raw_key in expired_index:
+            db.delete(raw_key)
+        if last is None:
+            self._sweep_cursor.pop(partition, None)
+            self._last_sweep[partition] = time.monotonic()
+        else:
+            self._sweep_cursor[partition] = last + b"\x00"
