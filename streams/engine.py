@@ -11,7 +11,8 @@ of the tables they share. The tables are RocksDB-backed with changelogs, so a wo
 lost its disk, or takes over a partition, gets them back from Kafka:
 
 - ``job-state``: job -> last accepted final state (the cursor);
-- ``run-dedup``: run id -> [first seen ms, partition]: a run id is scheduled once;
+- ``run-dedup``: the run ids started, one entry per triggers record (``dedup.py``): a run
+  id is scheduled once;
 - ``once-fired``: handler id -> arm token it last fired with (a once-handler is armed
   while its current token differs);
 - ``cron-last``: handler id -> the last tick scheduled (epoch seconds).
