@@ -20,7 +20,7 @@ from typing import Any
 
 import faust
 
-SWEEP_CHUNK = 500  # keys looked at per call, so a sweep never blocks the event loop
+SWEEP_CHUNK = 100  # expired batches deleted per call, so a sweep never blocks the event loop
 _BATCH = b'"b:'  # how Faust's JSON key serializer spells our batch keys
 _INDEX = b"r:"
 _INDEXED_UP_TO = b"i:indexed-up-to"
@@ -38,7 +38,6 @@ class RunDedup:
         self.sweep_interval_s = sweep_interval_s
         self._indexed_in: dict[int, int] = {}  # partition -> rebalance count when last caught up
         self._last_sweep: dict[int, float] = {}
-        self._sweep_cursor: dict[int, bytes] = {}
 
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)  # Faust's RocksDB: one DB per partition
@@ -81,35 +80,24 @@ class RunDedup:
             db.put(_INDEXED_UP_TO, last[1:-1])
 
     def sweep(self, partition: int, now: int) -> None:
-        """Delete expired entries, a bounded chunk per call, a pass every sweep interval:
-        batch entries through the table (a tombstone on the changelog), index entries
-        locally."""
-        cursor = self._sweep_cursor.get(partition)
-        if cursor is None:
-            if time.monotonic() - self._last_sweep.get(partition, 0.0) < self.sweep_interval_s:
-                return
-            cursor = b""
+        """Delete expired batches, oldest first, at most SWEEP_CHUNK per call, a pass every
+        sweep interval: the batch entry through the table (a tombstone on the changelog),
+        its run ids from the local index. Batch keys sort by offset, which is time order,
+        so a pass stops at the first batch still inside the retention."""
+        if time.monotonic() - self._last_sweep.setdefault(partition, time.monotonic()) < self.sweep_interval_s:
+            return
         db = self._db(partition)
-        expired_batches: list[str] = []
-        expired_index: list[bytes] = []
-        scanned, last = 0, None
-        for raw_key, raw_value in db.items(from_key=cursor):
-            if scanned == SWEEP_CHUNK:
+        expired: list[tuple[str, list[str]]] = []
+        for raw_key, raw_value in db.items(from_key=_BATCH):
+            if not raw_key.startswith(_BATCH) or len(expired) == SWEEP_CHUNK:
                 break
-            scanned, last = scanned + 1, raw_key
-            if raw_key.startswith(_BATCH):
-                if now - json.loads(raw_value)[0] > self.retention_ms:
-                    expired_batches.append(json.loads(raw_key))
-            elif raw_key.startswith(_INDEX) and now - int(raw_value) > self.retention_ms:
-                expired_index.append(raw_key)
-        else:
-            last = None  # the pass is complete
-        for key in expired_batches:
+            first, run_ids = json.loads(raw_value)
+            if now - first <= self.retention_ms:
+                break
+            expired.append((json.loads(raw_key), run_ids))
+        for key, run_ids in expired:
             del self.table[key]
-        for raw_key in expired_index:
-            db.delete(raw_key)
-        if last is None:
-            self._sweep_cursor.pop(partition, None)
-            self._last_sweep[partition] = time.monotonic()
-        else:
-            self._sweep_cursor[partition] = last + b"\x00"
+            for run_id in run_ids:
+                db.delete(_INDEX + run_id.encode())
+        if len(expired) < SWEEP_CHUNK:
+            self._last_sweep[partition] = time.monotonic()  # done until the next interval

@@ -42,7 +42,7 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 MATCH_BATCH_MAX = 500
-MATCH_BATCH_WITHIN_S = 0.01
+MATCH_BATCH_WITHIN_S = 0.005
 
 
 def now_ms() -> int:
