@@ -180,8 +180,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             message = event.message
             try:
                 triggers = json.loads(message.value)
-                assert isinstance(triggers, list)
-            except (ValueError, AssertionError) as exc:
+                if not isinstance(triggers, list):
+                    raise ValueError("not a JSON list")
+            except ValueError as exc:
                 await dead_letter(message, f"undecodable triggers record: {exc}")
                 continue
             now = now_ms()
