@@ -685,13 +685,7 @@ class Index:
         field = self._fields.get(name)
         if field is None:
             field = self._fields[name] = _Field()
-            node = self._eb_root
-            for part in name.split("."):
-                child = node.children.get(part)
-                if child is None:
-                    child = node.children[part] = _EbNode()
-                node = child
-            node.field = field
+            eb.insert_path(self._eb_root, name.split("."), _EbNode).field = field
         return field
 
     def _drop_field(self, name: str) -> None:

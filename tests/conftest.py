@@ -256,6 +256,15 @@ def stack(broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> Itera
         worker.stop()
 
 
+@pytest.fixture(scope="module")
+def worker(stack: Stack, request: pytest.FixtureRequest) -> Iterator[WorkerProcess]:
+    """One worker for the whole test module, named after it (test_e2e_spine -> "spine")."""
+    w = stack.start_worker(request.module.__name__.rsplit("_", 1)[-1])
+    w.wait_ready()
+    yield w
+    w.stop()
+
+
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:6]}"
 

@@ -13,14 +13,6 @@ from tests.conftest import Stack, command, unique
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture(scope="module")
-def worker(stack: Stack):
-    w = stack.start_worker("feeder")
-    w.wait_ready()
-    yield w
-    w.stop()
-
-
 def fired(commands, handler_id: str) -> list[dict[str, Any]]:
     return [command(m) for m in commands.seen if command(m)["handler_id"] == handler_id]
 

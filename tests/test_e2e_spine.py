@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import Message
 
 from streams.identity import run_id
-from tests.conftest import Stack, WorkerProcess, command, result, unique
+from tests.conftest import command, result, unique
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture(scope="module")
-def worker(stack: Stack) -> Iterator[WorkerProcess]:
-    w = stack.start_worker("spine")
-    w.wait_ready()
-    yield w
-    w.stop()
 
 
 def by_ref(ref: str):

@@ -83,14 +83,6 @@ def test_cron_ticks_fire_once_across_a_sigkill_failover(stack: Stack):
     commands.close()
 
 
-@pytest.fixture(scope="module")
-def worker(stack: Stack):
-    w = stack.start_worker("triggers")
-    w.wait_ready()
-    yield w
-    w.stop()
-
-
 def settled(results: TopicReader, cmd: dict[str, Any]) -> dict[str, Any]:
     [r] = results.wait_for(lambda m: result(m)["run_id"] == cmd["run_id"])
     return result(r)

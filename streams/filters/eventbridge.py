@@ -426,13 +426,7 @@ class NameTrie:
             parts = name.split(".")
             if "" in parts:
                 return None
-            node = root
-            for part in parts:
-                child = node.children.get(part)
-                if child is None:
-                    child = node.children[part] = cls()
-                node = child
-            node.name = name
+            insert_path(root, parts, cls).name = name
         return root
 
     @classmethod
@@ -447,6 +441,17 @@ class NameTrie:
 
     def follow(self, key: str) -> NameTrie | None:
         return follow_key(self, key)
+
+
+def insert_path(root: Any, parts: Iterable[str], make: Callable[[], Any]) -> Any:
+    """The node at ``parts`` below a trie root (anything with ``children``), made as needed."""
+    node = root
+    for part in parts:
+        child = node.children.get(part)
+        if child is None:
+            child = node.children[part] = make()
+        node = child
+    return node
 
 
 def follow_key(node: Any, key: str) -> Any:
