@@ -1,8 +1,14 @@
-"""Which run ids the schedule step has started: the de-duplication of runs.
+"""Which run ids the schedule step has accepted: the de-duplication of runs.
+
+A run id is accepted when its command was acknowledged by the broker, or when its trigger
+was put in its job's queue (``runbook.py``); it is recorded only after that.
 
 A Faust table write is a changelog record, and one per run was the schedule step's main
-cost (half its throughput). So the changelogged table holds one entry per *triggers
-record* (key ``b:<offset>``, value ``[first seen ms, [run ids]]``): one write per batch.
+cost (half its throughput). So the changelogged table holds one entry per *batch* (key
+``b:<ms>``, a time later than the partition's previous key; value ``[first seen ms,
+[run ids]]``): one write per batch. The entries
+live in the ``job-runs`` table beside the job queues, so their changelog records follow
+the queue entries they cover.
 Lookups use a per-run-id index (``r:<run id>`` -> ms) kept in the same RocksDB partition
 database without a changelog; it is brought up to date from the batch entries whenever
 the worker may have gained the partition (after every rebalance), so a worker that takes
@@ -26,8 +32,8 @@ _INDEX = b"r:"
 _INDEXED_UP_TO = b"i:indexed-up-to"
 
 
-def batch_key(offset: int) -> str:
-    return f"b:{offset:020d}"  # fixed width: RocksDB's key order is offset order
+def batch_key(ms: int) -> str:
+    return f"b:{ms:015d}"  # fixed width: RocksDB's key order is time order
 
 
 class RunDedup:
@@ -42,25 +48,33 @@ class RunDedup:
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)  # Faust's RocksDB: one DB per partition
 
-    def seen(self, partition: int, run_id: str, now: int) -> bool:
-        """True when run_id was started within the retention."""
+    def _indexed(self, partition: int) -> Any:
         db = self._db(partition)
         if self._indexed_in.get(partition) != self.app.rebalancing_count:
             self._catch_up(db)
             self._indexed_in[partition] = self.app.rebalancing_count
-        first = db.get(_INDEX + run_id.encode())
+        return db
+
+    def seen(self, partition: int, run_id: str, now: int) -> bool:
+        """True when run_id was accepted within the retention."""
+        first = self._indexed(partition).get(_INDEX + run_id.encode())
         return first is not None and now - int(first) <= self.retention_ms
 
-    def record(self, partition: int, offset: int, run_ids: list[str], now: int) -> None:
-        """Remember the run ids started for the triggers record at ``offset``."""
+    def record(self, partition: int, run_ids: list[str], now: int) -> None:
+        """Remember accepted run ids (one table entry). Call it while processing a record
+        of ``partition``: Faust writes the entry to that changelog partition."""
         if not run_ids:
             return
-        self.table[batch_key(offset)] = [now, run_ids]
-        db = self._db(partition)
+        db = self._indexed(partition)
+        # Keys are times in ms, each later than the last one this partition has seen, so
+        # they sort in the order written even when two batches share a millisecond.
+        upto = db.get(_INDEXED_UP_TO)
+        key = batch_key(max(now, int(upto.decode()[2:]) + 1) if upto else now)
+        self.table[key] = [now, run_ids]
         stamp = str(now).encode()
         for run_id in run_ids:
             db.put(_INDEX + run_id.encode(), stamp)
-        db.put(_INDEXED_UP_TO, batch_key(offset).encode())
+        db.put(_INDEXED_UP_TO, key.encode())
 
     def _catch_up(self, db: Any) -> None:
         """Index the batch entries the index does not know yet (written by another worker,
@@ -82,7 +96,7 @@ class RunDedup:
     def sweep(self, partition: int, now: int) -> None:
         """Delete expired batches, oldest first, at most SWEEP_CHUNK per call, a pass every
         sweep interval: the batch entry through the table (a tombstone on the changelog),
-        its run ids from the local index. Batch keys sort by offset, which is time order,
+        its run ids from the local index. Batch keys sort in insertion order, which is time order,
         so a pass stops at the first batch still inside the retention."""
         if time.monotonic() - self._last_sweep.setdefault(partition, time.monotonic()) < self.sweep_interval_s:
             return

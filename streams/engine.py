@@ -20,6 +20,7 @@ lost its disk, or takes over a partition, gets them back from Kafka:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -36,6 +37,8 @@ from .handler_feed import HandlerFeed
 from .handler_set import Applied, HandlerSet
 from .identity import event_identity
 from .matching import extract_params
+from .overlay import Overlay, processing
+from .runbook import DeadLetter, Outputs, RunBook, parse_retry_key
 from .settings import Settings
 from .topics import Topics
 
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 MATCH_BATCH_MAX = 500
 MATCH_BATCH_WITHIN_S = 0.005
+SCHEDULE_BATCH_MAX = 500
+SCHEDULE_BATCH_WITHIN_S = 0.005
+RETRY_RESEND_S = 30.0  # a retry record not acted on is sent again after this long
 
 
 def now_ms() -> int:
@@ -93,31 +99,30 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     n = topics.job_partitions
     triggers_topic = app.topic(topics.triggers, partitions=n, **raw)
     commands_topic = app.topic(topics.job_commands, partitions=n, **raw)
-    results_topic = app.topic(topics.run_results, partitions=n, **raw)
-    app.topic(topics.run_results, partitions=n, **raw)
 
     # Changelogs are JSON: key = job name, value = the final state object.
     states = app.Table("job-state", partitions=n, key_type=str, default=None)
-    # one entry per triggers record: see dedup.py
-    dedup = RunDedup(app, app.Table("run-dedup", partitions=n, key_type=str, default=None),
-                     int(settings.dedup_retention_seconds * 1000), settings.dedup_sweep_interval_seconds)
-    once_fired = app.Table("once-fired", partitions=n, key_type=str, default=None)
-    cron_last = app.Table("cron-last", partitions=n, key_type=str, default=None)
-    limits = settings.state_limits
+    # Job queues, slots, retries, once flags, cron ticks and the dedup batches: one table,
+    # so one changelog partition keeps a job's writes in the order they were made.
+    runs = app.Table("job-runs", partitions=n, key_type=str, default=None)
+    dedup = RunDedup(app, runs, int(settings.dedup_retention_seconds * 1000), settings.dedup_sweep_interval_seconds)
     commands_codec, results_codec = avro.commands(), avro.results()
+    runs_view, states_view = Overlay(runs), Overlay(states)
+    book = RunBook(runs_view, states_view, settings.state_limits, settings.job_queue_max,
+                   handlers.job_concurrency, commands_codec.encode)
 
-    async def dead_letter(message: Any, reason: str) -> None:
+    async def dead_letter(message: Any, reason: str, value: bytes | None = None,
+                          extra: dict[str, str] | None = None) -> None:
         log.warning("dead-lettered %s/%s/%s: %s", message.topic, message.partition, message.offset, reason)
-        await dead_letter_topic.send(
-            key=message.key,
-            value=message.value,
-            headers=[
-                ("reason", reason.encode()),
-                ("source_topic", message.topic.encode()),
-                ("source_partition", str(message.partition).encode()),
-                ("source_offset", str(message.offset).encode()),
-            ],
-        )
+        headers = [
+            ("reason", reason.encode("utf-8", "backslashreplace")),
+            ("source_topic", message.topic.encode()),
+            ("source_partition", str(message.partition).encode()),
+            ("source_offset", str(message.offset).encode()),
+            *((k, v.encode("utf-8", "backslashreplace")) for k, v in (extra or {}).items()),
+        ]
+        await dead_letter_topic.send(key=message.key, value=message.value if value is None else value,
+                                     headers=headers)
 
     @app.agent(events_topic, name="match")
     async def match(stream: faust.StreamT) -> None:
@@ -130,12 +135,17 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 message = event.message
                 try:
                     doc = jsonvalue.load_object(message.value)
+                    text = message.value.decode("utf-8")
+                    headers = provenance.header_map(message.headers)
+                    found = triggers_for(doc, text, message, headers)
                 except jsonvalue.NotAJsonObject as exc:
                     await dead_letter(message, str(exc))
                     continue
-                text = message.value.decode("utf-8")
-                headers = provenance.header_map(message.headers)
-                for trigger in triggers_for(doc, text, message, headers):
+                except Exception as exc:  # no event may stop the agent or its neighbours
+                    log.exception("event %s/%s/%s not matched", message.topic, message.partition, message.offset)
+                    await dead_letter(message, f"event cannot be matched: {type(exc).__name__}: {exc}"[:1000])
+                    continue
+                for trigger in found:
                     by_partition.setdefault(job_partition(trigger["job"], n), []).append(trigger)
             for partition, triggers in by_partition.items():
                 await send_triggers(partition, triggers)
@@ -174,72 +184,86 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         applied = handlers.applied(handler.id)
         return applied.offset if handler.once and applied is not None else None
 
-    @app.agent(triggers_topic, name="schedule")
+    @app.agent(app.topic(topics.triggers, topics.run_results, partitions=n, **raw), name="schedule")
     async def schedule(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        """Triggers and run results of the job partitions this worker owns, in batches: every
+        decision is made first (``RunBook``), then the commands are sent and acknowledged,
+        and only then are the tables written and the run ids recorded as scheduled."""
+        async for batch in stream.take_events(SCHEDULE_BATCH_MAX, within=SCHEDULE_BATCH_WITHIN_S):
+            await schedule_batch(batch)
+
+    async def schedule_batch(batch: list[Any]) -> None:
+        now = now_ms()
+        out = Outputs()
+        accepted: list[tuple[Any, list[str]]] = []  # (event, run ids) for the dedup record
+        dead: list[tuple[Any, DeadLetter]] = []
+        for event in batch:
             message = event.message
-            try:
-                triggers = json.loads(message.value)
-                if not isinstance(triggers, list):
-                    raise ValueError("not a JSON list")
-            except ValueError as exc:
-                await dead_letter(message, f"undecodable triggers record: {exc}")
-                continue
-            now = now_ms()
-            dedup.sweep(message.partition, now)
-            started: list[str] = []
-            for trigger in triggers:
-                if trigger["run_id"] in started:  # the same event twice in one batch
-                    log.info("run %s already scheduled; trigger %s ignored", trigger["run_id"], trigger["trigger_ref"])
-                elif await schedule_one(trigger, message.partition, now):
-                    started.append(trigger["run_id"])
-            dedup.record(message.partition, message.offset, started, now)
+            with processing(event):
+                if message.topic == topics.triggers:
+                    dedup.sweep(message.partition, now)
+                mark = (runs_view.savepoint(), states_view.savepoint())
+                one = Outputs()
+                try:
+                    if message.topic == topics.triggers:
+                        schedule_triggers(message, now, one)
+                    else:
+                        settle_result(message, now, one)
+                except Exception as exc:  # a record that breaks a rule of ours must not stop the step
+                    runs_view.rollback(mark[0])
+                    states_view.rollback(mark[1])
+                    log.exception("record %s/%s/%s not processed", message.topic, message.partition, message.offset)
+                    one = Outputs(dead=[DeadLetter(message.value or b"", f"cannot be processed: "
+                                                   f"{type(exc).__name__}: {exc}"[:1000])])
+                out.commands += one.commands
+                out.events += one.events
+                dead += [(message, d) for d in one.dead]
+                if one.accepted:
+                    accepted.append((event, one.accepted))
+        # 1. the commands, acknowledged by the broker before anything records them as sent
+        sent = [await commands_topic.send(key=job.encode(), value=value) for job, value in out.commands]
+        if sent:
+            await asyncio.gather(*sent)
+        # 2. the tables (queues, slots, states), then the run ids as scheduled
+        states_view.apply()
+        runs_view.apply()
+        for event, run_ids in accepted:
+            with processing(event):
+                dedup.record(event.message.partition, run_ids, now)
+        # 3. what follows from them
+        for job, internal in out.events:
+            value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")
+            headers = provenance.emitted_by(job, internal["run_id"])
+            await events_topic.send(key=job.encode(), value=value, headers=headers)
+        for message, d in dead:
+            await dead_letter(message, d.reason, d.value, d.headers)
 
-    async def schedule_one(trigger: dict[str, Any], partition: int, now: int) -> bool:
-        """Send the trigger's job command unless its run was started already; True if sent.
+    def schedule_triggers(message: Any, now: int, out: Outputs) -> None:
+        try:
+            items = json.loads(message.value)
+            if not isinstance(items, list):
+                raise ValueError("not a JSON list")
+        except ValueError as exc:
+            out.dead.append(DeadLetter(message.value or b"", f"undecodable triggers record: {exc}"))
+            return
+        partition = message.partition
 
-        The command goes out before the batch's dedup entry is written: a crash between the
-        two can repeat a command (runs are idempotent by run id) but never lose one."""
-        if dedup.seen(partition, trigger["run_id"], now):
-            log.info("run %s already scheduled; trigger %s ignored", trigger["run_id"], trigger["trigger_ref"])
-            return False
-        token = trigger.get("once_token")
-        if token is not None and once_fired.get(trigger["handler_id"]) == token:
-            log.info("listener %s is disarmed; trigger %s ignored", trigger["handler_id"], trigger["trigger_ref"])
-            return False
-        state = states.get(trigger["job"])
-        command = records.command_from_trigger(trigger, jsonvalue.dumps(state) if state is not None else None, now)
-        await commands_topic.send(key=trigger["job"].encode(), value=commands_codec.encode(command))
-        if token is not None:
-            once_fired[trigger["handler_id"]] = token
-        if trigger.get("cron_tick") is not None:
-            tick = float(trigger["cron_tick"])
-            if tick > float(cron_last.get(trigger["handler_id"]) or 0):
-                cron_last[trigger["handler_id"]] = tick
-        return True
+        def seen(run_id: str) -> bool:
+            return dedup.seen(partition, run_id, now)
 
-    @app.agent(results_topic, name="settle")
-    async def settle(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                result = results_codec.decode(message.value)
-            except (avro.AvroDecodeError, EOFError, ValueError) as exc:
-                await dead_letter(message, f"undecodable run result: {exc}")
-                continue
-            try:
-                settlement = records.settle(result, limits)
-            except ValueError as exc:  # e.g. an external executor's final state is not a JSON object
-                await dead_letter(message, f"run result {result['run_id']}: {exc}")
-                continue
-            if settlement.state_to_store is not None:
-                states[result["job"]] = jsonvalue.loads(settlement.state_to_store)
-            for internal in settlement.events:
-                if internal["event_type"] == records.STATE_WARNING_EVENT_TYPE:
-                    log.warning("job %s run %s: final state is %d bytes (stored: %s)", internal["job"],
-                                internal["run_id"], internal["state_bytes"], internal["stored"])
-                await events_topic.send(key=result["job"].encode(), value=jsonvalue.dumps(internal).encode(),
-                                        headers=provenance.emitted_by(result["job"], result["run_id"]))
+        for item in items:
+            if item.get("kind") == "retry":
+                book.on_retry_due(item, now, out)
+            else:
+                book.on_trigger(item, now, seen, out)
+
+    def settle_result(message: Any, now: int, out: Outputs) -> None:
+        try:
+            result = results_codec.decode(message.value)
+        except (avro.AvroDecodeError, EOFError, ValueError, TypeError) as exc:
+            out.dead.append(DeadLetter(message.value or b"", f"undecodable run result: {exc}"))
+            return
+        book.on_result(result, message.value, now, lambda run_id: dedup.seen(message.partition, run_id, now), out)
 
     sent_ticks: dict[str, float] = {}
     grace = max(2 * settings.cron_interval_seconds, 1.0)
@@ -248,18 +272,47 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     async def cron_timer() -> None:
         """Send the due ticks of the cron handlers whose job partition this worker owns.
 
-        The schedule step records each scheduled tick in ``cron-last`` and drops a tick's
-        run id when it sees it twice, so a tick sent by two workers during a rebalance
-        still starts one run; ticks missed while nobody owned the job are found from
-        ``cron-last`` by the next owner (run_once) or dropped (skip)."""
+        The schedule step records each accepted tick (``c:<handler id>`` in ``job-runs``)
+        and drops a tick's run id when it sees it twice, so a tick sent by two workers
+        during a rebalance still starts one run; ticks missed while nobody owned the job
+        are found from that entry by the next owner (run_once) or dropped (skip)."""
         if not feed.ready.is_set() or app.rebalancing:
             return
-        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.triggers}
+        owned = owned_partitions()
+        await send_due_retries(owned)
         for applied in handlers.cron():
             try:
                 await send_due_ticks(applied, owned, time.time())
             except Exception:  # one bad schedule must not stop the others, nor the worker
                 log.exception("cron %s: ticks not sent", applied.handler.id)
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.triggers}
+
+    retries_sent: dict[str, float] = {}
+
+    async def send_due_retries(owned: set[int]) -> None:
+        """Send a retry record for each due retry of the job partitions this worker owns.
+        The schedule step starts an attempt once, however often its record arrives."""
+        now = now_ms()
+        for partition in owned:
+            db = runs.data._db_for_partition(partition)
+            due = []
+            for raw_key, raw_value in db.items(from_key=b'"t:'):
+                if not raw_key.startswith(b'"t:'):
+                    break
+                key = json.loads(raw_key)
+                due_ms, job, run_id = parse_retry_key(key)
+                if due_ms > now:
+                    break
+                if time.monotonic() - retries_sent.get(key, -RETRY_RESEND_S) >= RETRY_RESEND_S:
+                    due.append({"kind": "retry", "job": job, "run_id": run_id, "attempt": json.loads(raw_value)})
+                    retries_sent[key] = time.monotonic()
+            if due:
+                log.info("retries due on partition %d: %s", partition, ", ".join(d["run_id"] for d in due))
+                await send_triggers(partition, due)
+        if len(retries_sent) > 10_000:
+            retries_sent.clear()
 
     async def send_due_ticks(applied: Applied, owned: set[int], now: float) -> None:
         h = applied.handler
@@ -267,7 +320,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         if job_partition(h.job, n) not in owned:
             sent_ticks.pop(h.id, None)
             return
-        last = max(float(cron_last.get(h.id) or applied.timestamp_ms / 1000), sent_ticks.get(h.id, 0.0))
+        last = max(float(runs.get(f"c:{h.id}") or applied.timestamp_ms / 1000), sent_ticks.get(h.id, 0.0))
         for tick in cron.ticks_between(h.cron.schedule, h.cron.timezone, last, now):
             sent_ticks[h.id] = tick
             if h.cron.misfire == "skip" and tick < now - grace:

@@ -26,6 +26,7 @@ class HandlerSet:
         self.events = HandlerIndex()
         self._applied: dict[str, Applied] = {}
         self._after: dict[str, dict[str, Handler]] = {}
+        self._by_job: dict[str, dict[str, int]] = {}  # job -> handler id -> its concurrency
 
     def put(self, handler: Handler, offset: int = -1, timestamp_ms: int = 0) -> None:
         """Apply (or replace) a handler; raises InvalidHandler for a flow cycle."""
@@ -33,6 +34,7 @@ class HandlerSet:
             self._check_no_cycle(handler)
         self.remove(handler.id)
         self._applied[handler.id] = Applied(handler, offset, timestamp_ms)
+        self._by_job.setdefault(handler.job, {})[handler.id] = handler.concurrency
         if handler.event is not None:
             self.events.put(handler)
         elif handler.after is not None:
@@ -43,6 +45,10 @@ class HandlerSet:
         if applied is None:
             return None
         handler = applied.handler
+        job_handlers = self._by_job.get(handler.job, {})
+        job_handlers.pop(handler_id, None)
+        if not job_handlers:
+            self._by_job.pop(handler.job, None)
         if handler.event is not None:
             self.events.remove(handler_id)
         elif handler.after is not None:
@@ -58,6 +64,12 @@ class HandlerSet:
 
     def __len__(self) -> int:
         return len(self._applied)
+
+    def job_concurrency(self, job: str) -> int:
+        """Runs of ``job`` allowed in flight: the smallest ``concurrency`` of its handlers (1
+        when it has none left)."""
+        values = self._by_job.get(job)
+        return min(values.values()) if values else 1
 
     def cron(self) -> list[Applied]:
         return [a for a in self._applied.values() if a.handler.cron is not None and a.handler.enabled]

@@ -118,6 +118,40 @@ class AfterTrigger(BaseModel):
     )
 
 
+class Backoff(BaseModel):
+    """The wait before retry n+1: min(initial_seconds * factor**(n-1), max_seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_seconds: float = Field(default=1.0, gt=0, le=86400, description="Wait before the first retry.")
+    factor: float = Field(default=2.0, ge=1, le=100, description="Each wait is the previous one times this.")
+    max_seconds: float = Field(default=300.0, gt=0, le=7 * 86400, description="No wait is longer than this.")
+
+
+class RetryPolicy(BaseModel):
+    """Retry failed and timed-out runs (Argo's retryStrategy, EventBridge's RetryPolicy).
+
+    A retry keeps the run id, adds one to ``attempt`` and holds the job's queue: no other
+    run of the job starts until the run succeeds or gives up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(
+        ge=1, le=100,
+        description="Attempts in all, the first run included: 3 = one run and up to two retries "
+        "(Argo's limit: 2, EventBridge's MaximumRetryAttempts: 2). 1 = no retry.",
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+    jitter: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Spread each wait at random by up to this fraction (0.1: between 90% and 110%).",
+    )
+    max_age_seconds: float | None = Field(
+        default=None, gt=0, le=30 * 86400,
+        description="Give up when a retry would start more than this long after the first attempt started.",
+    )
+
+
 class Handler(BaseModel):
     """One handler: a trigger, a job to start, and the job's parameters."""
 
@@ -144,6 +178,15 @@ class Handler(BaseModel):
     timeout_seconds: float = Field(
         default=300.0, gt=0, le=86400, description="The runner stops the job after this long."
     )
+    concurrency: int = Field(
+        default=1, ge=1, le=1000,
+        description="Runs of this job that may be in flight at once. 1 (the default) keeps the job's "
+        "cursor exact: each run starts from the state its predecessor left, further triggers wait in "
+        "the job's queue. Above 1, runs start from the state stored when they start and the last run "
+        "to settle wins: only for jobs that keep no cursor. A job's limit is the smallest value among "
+        "its handlers.",
+    )
+    retry: RetryPolicy | None = Field(default=None, description="Retry failed and timed-out runs.")
     description: str | None = None
 
     @field_validator("params")

@@ -19,6 +19,8 @@ from .state_rules import StateDecision, StateLimits
 
 # Run statuses as the feeder names them in its "WorkflowExecution Status Change" events.
 NEW_STATUS = {"succeeded": "finished", "failed": "failed", "timed_out": "timed_out"}
+FINAL_STATUSES = frozenset(NEW_STATUS.values())
+RETRYING = "retrying"
 STATUS_EVENT_TYPE = "JobRun Status Change"
 STATE_WARNING_EVENT_TYPE = "JobState Size Warning"
 
@@ -48,6 +50,7 @@ def make_trigger(
         "timeout_seconds": handler.timeout_seconds,
         "event_time": event_time_ms,
         **{k: v for k, v in extra.items() if v is not None},
+        **({"retry": handler.retry.model_dump()} if handler.retry is not None else {}),
     }
 
 
@@ -66,6 +69,8 @@ def trigger_for_tick(handler: Handler, tick: float) -> dict[str, Any]:
 
 def after_fires(handler: Handler, status_event: dict[str, Any]) -> bool:
     assert handler.after is not None
+    if status_event.get("new_status") not in FINAL_STATUSES:
+        return False  # "retrying": the run is not over
     finished = status_event.get("new_status") == "finished"
     return handler.after.status == "either" or (handler.after.status == "success") == finished
 
@@ -127,14 +132,33 @@ class Settlement:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _ms(value: Any) -> int:
+    # fastavro gives timestamp-millis back as aware datetimes
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+
+
+def retrying_event(result: dict[str, Any], retry_in_ms: int) -> dict[str, Any]:
+    """The internal status event of an attempt that failed and will be retried. Flow and
+    catch handlers ignore it: they fire on the run's final outcome only."""
+    attempt = result.get("attempt", 1)
+    return {
+        "id": f"{result['run_id']}:status:retrying:{attempt}",
+        "source": "internal",
+        "event_type": STATUS_EVENT_TYPE,
+        "new_status": RETRYING,
+        "job": result["job"], "run_id": result["run_id"], "handler_id": result["handler_id"],
+        "attempt": attempt,
+        "attempt_status": result["status"],
+        "error": result.get("error"),
+        "duration_ms": _ms(result["finished_at"]) - _ms(result["started_at"]),
+        "retry_in_ms": retry_in_ms,
+    }
+
+
 def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
     """The state to store and the internal events for one run result.
 
     Raises ValueError when ``final_state_json`` is not a JSON object."""
-    def ms(value: Any) -> int:
-        # fastavro gives timestamp-millis back as aware datetimes
-        return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
-
     status = result["status"]
     final = result.get("final_state_json")
     final_state = jsonvalue.loads(final) if final is not None else None  # ValueError if not JSON
@@ -149,7 +173,8 @@ def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
         "new_status": NEW_STATUS[status],
         **base,
         "error": result.get("error"),
-        "duration_ms": ms(result["finished_at"]) - ms(result["started_at"]),
+        "attempt": result.get("attempt", 1),
+        "duration_ms": _ms(result["finished_at"]) - _ms(result["started_at"]),
         "state_bytes": size,
         # what a flow/catch handler's run starts with (OpenFn passes it downstream)
         "final_state": final_state,

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     dedup_retention_seconds: float = 7 * 24 * 3600
     dedup_sweep_interval_seconds: float = 60.0
     runner_concurrency: int = 8
+    # triggers a job may have waiting for its turn; one more is dead-lettered
+    job_queue_max: int = Field(default=1000, ge=1)
     cron_interval_seconds: float = 1.0
     web_port: int | None = None
     log_level: str = "info"

@@ -89,8 +89,9 @@ def test_dedup_entries_expire_after_the_retention(stack: Stack):
     commands.poll_for(1.0)
     assert [command(m)["run_id"] for m in commands.seen if command(m)["handler_id"] == h["id"]] == [run, run]
     # the sweep deleted the first entry: a tombstone on the changelog for the batch that held it
-    changelog = stack.reader(f"{stack.app_id}-run-dedup-changelog")
-    [entry] = changelog.wait_for(lambda m: m.value() is not None and run.encode() in m.value())
+    changelog = stack.reader(f"{stack.app_id}-job-runs-changelog")
+    [entry] = changelog.wait_for(lambda m: m.key().startswith(b'"b:') and m.value() is not None
+                                 and run.encode() in m.value())
     changelog.wait_for(lambda m: m.key() == entry.key() and m.value() is None)
     changelog.close()
     commands.close()

@@ -206,9 +206,9 @@ def test_a_slow_job_does_not_hold_up_the_others(stack, worker, commands, results
     assert result(fast_done)["finished_at"] < result(slow_done)["finished_at"]
 
 
-def test_an_external_executors_bad_result_is_dead_lettered(stack, worker, events):
-    """A run result whose final state is not a JSON object is kept with its reason; the
-    worker goes on settling the next one."""
+def test_results_of_runs_never_scheduled_are_dead_lettered(stack, worker, events):
+    """A run result for a run id the engine never scheduled (a stray executor, a forged
+    record) is kept with its reason and settles nothing; the worker goes on."""
     from streams import avro
 
     dead = stack.reader(stack.topics.dead_letter)
@@ -218,7 +218,9 @@ def test_an_external_executors_bad_result_is_dead_lettered(stack, worker, events
         {**base, "run_id": "ext-bad", "status": "succeeded", "final_state_json": "[1, 2]"}), b"count7")
     stack.produce(stack.topics.run_results, avro.results().encode(
         {**base, "run_id": "ext-good", "status": "succeeded", "final_state_json": '{"ok": true}'}), b"count7")
-    [msg] = dead.wait_for(lambda m: b"ext-bad" in dict(m.headers())["reason"])
-    assert "JSON object" in dict(msg.headers())["reason"].decode()
-    events.wait_for(internal("ext-good"))
+    for run in ("ext-bad", "ext-good"):
+        [msg] = dead.wait_for(lambda m, run=run: dict(m.headers()).get("run_id") == run.encode())
+        assert "never scheduled" in dict(msg.headers())["reason"].decode()
+    events.poll_for(1.0)
+    assert not [m for m in events.seen if b"ext-good" in m.value()]
     dead.close()
