@@ -285,6 +285,40 @@ def cmd_state(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def job_rows(latest: dict[bytes, bytes | None], only: list[str]) -> list[dict[str, Any]]:
+    """One row per job from the latest ``m:<job>`` entries of the job-runs changelog."""
+    rows = []
+    for raw_key, raw_value in latest.items():
+        key = json.loads(raw_key)
+        if raw_value is None or not key.startswith("m:") or (only and key[2:] not in only):
+            continue
+        meta = json.loads(raw_value)
+        running = [{"run_id": run_id, "attempt": slot["attempt"], "retry_pending": "retry_key" in slot}
+                   for run_id, slot in meta["running"].items()]
+        rows.append({"job": key[2:], "running": running, "waiting": meta["tail"] - meta["head"]})
+    return sorted(rows, key=lambda r: r["job"])
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    topic = changelog_topic(settings, "job-runs")
+    try:
+        latest = client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
+    except KafkaException as exc:
+        raise CliError(f"cannot read {topic}: {exc}") from None
+    rows = job_rows(latest, args.job)
+    if args.job and not rows:
+        raise CliError(f"no runs recorded for {', '.join(args.job)}")
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+            continue
+        running = ", ".join(f"{r['run_id']} (attempt {r['attempt']}{', retry pending' if r['retry_pending'] else ''})"
+                            for r in row["running"]) or "-"
+        print(f"{row['job']}: waiting {row['waiting']}; running {running}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(handlers.json_schema(), indent=2))
     return EXIT_OK
@@ -412,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("state", parents=[common], help="print a job's stored state")
     p.add_argument("job")
     p.set_defaults(func=cmd_state)
+
+    p = sub.add_parser("jobs", parents=[common], help="each job's runs in flight and triggers waiting",
+                       description="Reads the job-runs changelog (no worker needed): per job, the runs in "
+                       "flight (with attempt, and whether a retry is pending) and how many triggers wait.")
+    p.add_argument("job", nargs="*", help="only these jobs")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("test-match", parents=[common], help="dry-run filters (no broker), or ask the live handlers",
                        description="test-match FILE: each line {\"handler\"|\"filter\": ..., \"event\": ...} gives "

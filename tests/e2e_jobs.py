@@ -53,3 +53,24 @@ def deposit(run: Run) -> dict[str, Any]:
     run.emit({"source": "internal", "event_type": "Deposition Creation", "resource_type": "deposition",
               "package_format": run.params["format"], "resource_value": run.params["deposition"]})
     return {"deposited": run.params["deposition"]}
+
+
+@job("flaky")
+def flaky(run: Run) -> dict[str, Any]:
+    """Fails until its attempt reaches params.succeed_at."""
+    if run.attempt < int(run.params["succeed_at"]):
+        raise RuntimeError(f"attempt {run.attempt} fails")
+    return {"attempts": run.attempt}
+
+
+@job("tick")
+def tick(run: Run) -> dict[str, Any]:
+    """A cursor that counts its runs, a few ms each (long enough for runs to overlap)."""
+    time.sleep(0.003)
+    return {"count": run.state.get("count", 0) + 1}
+
+
+for _i in range(10):
+    job(f"tick{_i}")(tick)
+    job(f"explode{_i}")(explode)
+    job(f"sleepy{_i}")(sleepy)

@@ -1,0 +1,63 @@
+"""Workers with their own settings: a small job queue, no built-in runner (the test is the
+external executor). One worker at a time in this module's stack."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import Stack, command, unique
+from tests.test_e2e_guarantees import internal_of, of_handler, results_of, send_all
+
+pytestmark = pytest.mark.broker
+
+
+def test_the_queue_is_bounded_and_overflow_is_dead_lettered(stack: Stack, commands, results):
+    w = stack.start_worker(unique("small-queue"), env={"SIGNALBOX_JOB_QUEUE_MAX": "3"})
+    w.wait_ready()
+    dead = stack.reader(stack.topics.dead_letter)
+    h = {"id": unique("overflow"), "job": "sleepy1", "event": {"match": {"type": "overflow"}},
+         "params": {"seconds": "s"}}
+    stack.apply_handler(h)
+    send_all(stack, [{"id": unique("o"), "type": "overflow", "s": 0.5} for _ in range(8)])
+    overflow = dead.wait_for(lambda m: dict(m.headers()).get("handler_id") == h["id"].encode(), count=4)
+    assert all("queue is full" in dict(m.headers())["reason"].decode() for m in overflow)
+    jobs = stack.cli("jobs", "--json", "sleepy1")
+    [row] = [json.loads(line) for line in jobs.stdout.splitlines()]
+    assert len(row["running"]) == 1 and row["waiting"] <= 3
+    results.wait_for(results_of(h["id"]), count=4, timeout=60)
+    dead.poll_for(1.0)
+    assert len([m for m in dead.seen if dict(m.headers()).get("handler_id") == h["id"].encode()]) == 4
+    w.stop()
+    dead.close()
+
+
+def test_an_external_executor_speaks_the_two_topics(stack: Stack, commands, events):
+    """A worker without a runner: this test is the executor. Its result with a broken final
+    state is dead-lettered and settles the run as failed; the job's next run starts."""
+    from streams import avro
+
+    w = stack.start_worker(unique("no-runner"), "--no-runner")
+    w.wait_ready()
+    dead = stack.reader(stack.topics.dead_letter)
+    h = {"id": unique("external"), "job": "elsewhere", "event": {"match": {"type": "external"}}}
+    stack.apply_handler(h)
+    send_all(stack, [{"id": unique("x"), "type": "external", "i": i} for i in range(2)])
+    [first] = commands.wait_for(of_handler(h["id"]))
+    commands.poll_for(1.0)
+    assert len([m for m in commands.seen if command(m)["handler_id"] == h["id"]]) == 1  # the second waits
+    c = command(first)
+    base = {"run_id": c["run_id"], "job": c["job"], "handler_id": c["handler_id"], "attempt": c["attempt"],
+            "error": None, "started_at": int(time.time() * 1000), "finished_at": int(time.time() * 1000),
+            "runner": "external-executor"}
+    stack.produce(stack.topics.run_results, avro.results().encode(
+        {**base, "status": "succeeded", "final_state_json": "[1, 2]"}), c["job"].encode())
+    [msg] = dead.wait_for(lambda m: dict(m.headers()).get("run_id") == c["run_id"].encode())
+    assert "JSON object" in dict(msg.headers())["reason"].decode()
+    events.wait_for(internal_of(c["run_id"], "failed"))
+    second = commands.wait_for(of_handler(h["id"]), count=2)[1]
+    assert command(second)["run_id"] != c["run_id"]
+    w.stop()
+    dead.close()
