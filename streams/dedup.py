@@ -60,9 +60,10 @@ class RunDedup:
         first = self._indexed(partition).get(_INDEX + run_id.encode())
         return first is not None and now - int(first) <= self.retention_ms
 
-    def record(self, partition: int, run_ids: list[str], now: int) -> None:
-        """Remember accepted run ids (one table entry). Call it while processing a record
-        of ``partition``: Faust writes the entry to that changelog partition."""
+    def record(self, partition: int, run_ids: list[str], now: int, put: Any = None) -> None:
+        """Remember accepted run ids (one table entry, written with ``put(key, value)``, by
+        default straight to the table). Call it while processing a record of
+        ``partition``: Faust writes the entry to that changelog partition."""
         if not run_ids:
             return
         db = self._indexed(partition)
@@ -70,7 +71,10 @@ class RunDedup:
         # they sort in the order written even when two batches share a millisecond.
         upto = db.get(_INDEXED_UP_TO)
         key = batch_key(max(now, int(upto.decode()[2:]) + 1) if upto else now)
-        self.table[key] = [now, run_ids]
+        if put is None:
+            self.table[key] = [now, run_ids]
+        else:
+            put(key, [now, run_ids])
         stamp = str(now).encode()
         for run_id in run_ids:
             db.put(_INDEX + run_id.encode(), stamp)

@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 MATCH_BATCH_MAX = 500
 MATCH_BATCH_WITHIN_S = 0.005
-SCHEDULE_BATCH_MAX = 500
-SCHEDULE_BATCH_WITHIN_S = 0.005
+SCHEDULE_BATCH_MAX = 1000
+SCHEDULE_BATCH_WITHIN_S = 0.002
+SCHEDULE_INBOX_MAX = 5000
 RETRY_RESEND_S = 30.0  # a retry record not acted on is sent again after this long
 
 
@@ -98,7 +99,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     dead_letter_topic = app.topic(topics.dead_letter, **raw)
     n = topics.job_partitions
     triggers_topic = app.topic(topics.triggers, partitions=n, **raw)
-    commands_topic = app.topic(topics.job_commands, partitions=n, **raw)
+    app.topic(topics.job_commands, partitions=n, **raw)  # declared: Faust knows every topic it writes
 
     # Changelogs are JSON: key = job name, value = the final state object.
     states = app.Table("job-state", partitions=n, key_type=str, default=None)
@@ -110,6 +111,12 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     runs_view, states_view = Overlay(runs), Overlay(states)
     book = RunBook(runs_view, states_view, settings.state_limits, settings.job_queue_max,
                    handlers.job_concurrency, commands_codec.encode)
+
+    async def send_raw(topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                       headers: Any = None) -> Any:
+        """Bytes straight to the producer (below Faust's Topic.send and its per-message
+        bookkeeping); returns the future of the broker's acknowledgement."""
+        return await app.producer.send(topic, key, value, partition, None, headers)
 
     async def dead_letter(message: Any, reason: str, value: bytes | None = None,
                           extra: dict[str, str] | None = None) -> None:
@@ -188,9 +195,42 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     async def schedule(stream: faust.StreamT) -> None:
         """Triggers and run results of the job partitions this worker owns, in batches: every
         decision is made first (``RunBook``), then the commands are sent and acknowledged,
-        and only then are the tables written and the run ids recorded as scheduled."""
-        async for batch in stream.take_events(SCHEDULE_BATCH_MAX, within=SCHEDULE_BATCH_WITHIN_S):
+        and only then are the tables written and the run ids recorded as scheduled.
+
+        Records are read while a batch waits for its acknowledgements (Faust's
+        ``take_events`` stops reading while its consumer works, which made the schedule
+        step's throughput its round trip): this loop only collects them, and
+        ``schedule_loop`` takes everything collected so far as the next batch. Each
+        record is acknowledged to Faust (so its offset may be committed) only once its
+        batch is written."""
+        manual = stream.noack()
+        inbox: list[Any] = []
+        arrived, drained = asyncio.Event(), asyncio.Event()
+        loop = asyncio.ensure_future(schedule_loop(manual, inbox, arrived, drained))
+        try:
+            async for event in manual.events():
+                if loop.done():
+                    loop.result()  # the loop crashed: raise its error here, in the agent
+                inbox.append(event)
+                arrived.set()
+                if len(inbox) >= SCHEDULE_INBOX_MAX:
+                    drained.clear()
+                    await drained.wait()
+        finally:
+            loop.cancel()
+
+    async def schedule_loop(stream: Any, inbox: list[Any], arrived: asyncio.Event, drained: asyncio.Event) -> None:
+        while True:
+            await arrived.wait()
+            await asyncio.sleep(SCHEDULE_BATCH_WITHIN_S)  # let a few more records join the batch
+            batch = inbox[:SCHEDULE_BATCH_MAX]
+            del inbox[:SCHEDULE_BATCH_MAX]
+            if not inbox:
+                arrived.clear()
+            drained.set()
             await schedule_batch(batch)
+            for event in batch:
+                await stream.ack(event)
 
     async def schedule_batch(batch: list[Any]) -> None:
         now = now_ms()
@@ -221,20 +261,19 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 if one.accepted:
                     accepted.append((event, one.accepted))
         # 1. the commands, acknowledged by the broker before anything records them as sent
-        sent = [await commands_topic.send(key=job.encode(), value=value) for job, value in out.commands]
+        sent = [await send_raw(topics.job_commands, job.encode(), value) for job, value in out.commands]
         if sent:
             await asyncio.gather(*sent)
         # 2. the tables (queues, slots, states), then the run ids as scheduled
-        states_view.apply()
-        runs_view.apply()
         for event, run_ids in accepted:
             with processing(event):
-                dedup.record(event.message.partition, run_ids, now)
+                dedup.record(event.message.partition, run_ids, now, runs_view.set)
+        await states_view.apply(send_raw)
+        await runs_view.apply(send_raw)
         # 3. what follows from them
         for job, internal in out.events:
             value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")
-            headers = provenance.emitted_by(job, internal["run_id"])
-            await events_topic.send(key=job.encode(), value=value, headers=headers)
+            await send_raw(topics.events, job.encode(), value, None, provenance.emitted_by(job, internal["run_id"]))
         for message, d in dead:
             await dead_letter(message, d.reason, d.value, d.headers)
 

@@ -12,12 +12,17 @@ Faust writes a table entry to the changelog partition of the record being proces
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from faust.streams import _current_event, current_event
+from faust.types import TP
+
+# (topic, key, value, partition, headers) -> the acknowledgement to come
+Send = Callable[[str, bytes | None, bytes | None, int | None, Any], Awaitable[asyncio.Future[Any]]]
 
 _DELETED = object()
 
@@ -37,6 +42,7 @@ class Overlay:
         self.table = table
         self._writes: dict[str, tuple[Any, Any]] = {}  # key -> (event, value or _DELETED)
         self._undo: list[tuple[str, tuple[Any, Any] | None]] = []
+        self._acked: dict[TP, int] = {}
 
     def get(self, key: str) -> Any:
         held = self._writes.get(key)
@@ -64,14 +70,39 @@ class Overlay:
             else:
                 self._writes[key] = before
 
-    def apply(self) -> None:
-        """Write everything held to the table, each under the record it was made for."""
+    async def apply(self, send: Send) -> None:
+        """Write everything held: to the table's RocksDB, and to its changelog, each under the
+        partition of the record it was made for.
+
+        The changelog records go straight to the producer with ``send`` (they are
+        acknowledged before Faust commits: it flushes the producer first), not through
+        Faust's one-at-a-time table buffer and its per-record bookkeeping, which made
+        table writes the schedule step's main cost. The changelog offsets the store
+        persists (where a restart resumes reading) are set once per partition, as the
+        acknowledgements arrive."""
+        store = self.table.data
+        topic = self.table.changelog_topic.get_topic_name()
         for key, (event, value) in self._writes.items():
+            partition = event.message.partition
+            raw_key = store._encode_key(key)
             with processing(event):
                 if value is _DELETED:
-                    if key in self.table:
-                        del self.table[key]
+                    store._del(raw_key)
+                    raw_value = None
                 else:
-                    self.table[key] = value
+                    raw_value = store._encode_value(value)
+                    store._set(raw_key, raw_value)
+            ack = await send(topic, raw_key, raw_value, partition, None)
+            ack.add_done_callback(self._acknowledged)
         self._writes.clear()
         self._undo.clear()
+        for tp, offset in self._acked.items():
+            self.table.data.set_persisted_offset(tp, offset)
+        self._acked.clear()
+
+    def _acknowledged(self, ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled() or ack.exception() is not None:
+            return  # the producer's flush before the next commit raises it
+        meta = ack.result()
+        tp = TP(meta.topic, meta.partition)
+        self._acked[tp] = max(self._acked.get(tp, -1), meta.offset)
