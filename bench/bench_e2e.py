@@ -1,13 +1,18 @@
 """End-to-end benchmark on the embedded broker (not a test). One command:
 
-    python bench/bench_e2e.py [--handlers 10000] [--events 20000] [--rate 1000] [--seconds 10]
+    python bench/bench_e2e.py [--handlers 10000] [--jobs 128] [--events 20000] [--rate 1000]
+                              [--seconds 10] [--chain 300] [--root CHECKOUT]
 
 Prints, from one run on one broker:
 1. raw consumer: events/s a confluent-kafka consumer reads from the events topic;
 2. plain Faust agent that only decodes the events (the framework's ceiling): events/s;
-3. the signalbox worker (runner off), events topic -> job commands, with H handlers:
-   events/s, and its ratio to (2);
-4. latency produce -> job command at a steady rate: p50, p99.
+3. the signalbox worker (with its runner: a job's next command waits for its previous run
+   to settle), events topic -> job commands, H handlers spread over J jobs: events/s,
+   and its ratio to (2);
+4. latency produce -> job command at a steady rate: p50, p99;
+5. one job's serial chain: N events of one job at once, runs/s from its first command
+   to its last result (every run waits for the previous one to settle).
+``--root`` runs the worker from another checkout (to compare before/after in one run).
 Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
 """
 
@@ -39,7 +44,7 @@ from streams.broker import EmbeddedBroker  # noqa: E402
 DEADLINE_S = 300  # any phase that takes longer is reported as failed
 
 
-def handler_mix(n: int) -> list[dict]:
+def handler_mix(n: int, jobs: int = 128) -> list[dict]:
     """Realistic event handlers: equality on 1-3 fields, nested paths, exclusions."""
     out = []
     for i in range(n):
@@ -49,7 +54,7 @@ def handler_mix(n: int) -> list[dict]:
             match["source"] = "orders"
         elif kind == 2:
             match["detail"] = {"region": f"r{i % 7}"}
-        h = {"id": f"bench-{i}", "job": f"job{i % 64}", "event": {"match": match}, "params": {"order": "order.id"}}
+        h = {"id": f"bench-{i}", "job": f"job{i % jobs}", "event": {"match": match}, "params": {"order": "order.id"}}
         if kind == 3:
             h["event"]["exclude"] = {"test": True}
         out.append(h)
@@ -119,6 +124,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--rate", type=int, default=1_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--jobs", type=int, default=128, help="jobs the handlers are spread over (at most 128)")
+    ap.add_argument("--chain", type=int, default=300, help="events of the serial-chain phase")
+    ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose worker is measured")
     ap.add_argument("--profile", action="store_true", help="sample the worker with py-spy")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="signalbox-bench-"))
@@ -136,11 +144,15 @@ def main() -> None:
         print(f"2. plain Faust agent (decode only):     {plain:>10,.0f} events/s   ({plain / raw:.1%} of raw)")
 
         client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode())
-                                for h in handler_mix(args.handlers)], timeout=120)
+                                for h in handler_mix(args.handlers, args.jobs)], timeout=120)
+        chain = {"id": "bench-chain", "job": "chain", "event": {"match": {"type": "chain"}}}
+        client.produce_all(bs, [(topics.handlers, b"bench-chain", json.dumps(chain).encode())], timeout=30)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs, "SIGNALBOX_BROKER_KIND": "tansu",
-               "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench", "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "streams", "worker", "--no-runner", "--datadir", str(work / "worker"),
-                   "--loglevel", "warning"]
+               "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench",
+               "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
+        print(f"worker from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on")
+        command = [sys.executable, "-m", "streams", "worker", "--jobs", "bench_jobs", "--datadir",
+                   str(work / "worker"), "--loglevel", "warning"]
         if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
             command = ["py-spy", "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
         worker = subprocess.Popen(command, env=env, cwd=work, stdout=open(work / "worker.log", "wb"),
@@ -196,11 +208,39 @@ def main() -> None:
                 print(f"   of which produce -> command written by the schedule step: p50 {q[49] * 1000:.1f} ms, "
                       f"p99 {q[98] * 1000:.1f} ms")
             reader.close()
+            chain_rate(bs, topics, args.chain)
         finally:
             worker.send_signal(signal.SIGINT)
             worker.wait(60)
         if args.profile:
             print_profile(work / "profile.txt")
+
+
+def chain_rate(bs: str, topics: topics_mod.Topics, n: int) -> None:
+    """5. n events of one job at once: runs/s from its first command to its last result."""
+    results = commands_reader(bs, topics.run_results)
+    commands = commands_reader(bs, topics.job_commands)
+    client.produce_all(bs, [(topics.events, None, json.dumps({"id": f"chain-{uuid.uuid4()}", "type": "chain"}).encode())
+                            for _ in range(n)], timeout=60)
+    first: float | None = None
+    ends: list[float] = []
+    end = time.monotonic() + DEADLINE_S
+    while first is None and time.monotonic() < end:
+        for msg in commands.consume(1000, 0.2):
+            if not msg.error() and msg.key() == b"chain":
+                first = msg.timestamp()[1] / 1000
+                break
+    while len(ends) < n and time.monotonic() < end:
+        for msg in results.consume(1000, 0.2):
+            if not msg.error() and msg.key() == b"chain":
+                ends.append(msg.timestamp()[1] / 1000)
+    commands.close()
+    results.close()
+    if first is None or len(ends) < n:
+        print(f"5. serial chain: only {len(ends)} of {n} results in {DEADLINE_S}s")
+        return
+    print(f"5. one job's serial chain, {n} runs: {n / (max(ends) - first):,.1f} runs/s "
+          f"({(max(ends) - first) / n * 1000:.1f} ms per run, command to settled result to next command)")
 
 
 def print_profile(path: Path, top: int = 25) -> None:
