@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ SCHEDULE_BATCH_MAX = 1000
 SCHEDULE_BATCH_WITHIN_S = 0.002
 SCHEDULE_INBOX_MAX = 5000
 RETRY_RESEND_S = 30.0  # a retry record not acted on is sent again after this long
+DEAD_LETTER_MAX_VALUE = 64 << 10
+TRIGGERS_RECORD_MAX_BYTES = 512 << 10  # a triggers record holds as many triggers as fit
 
 
 def now_ms() -> int:
@@ -91,15 +94,15 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         topic_allow_declare=True,
         table_standby_replicas=1,
     )
+    event_limits = settings.event_limits
     feed = HandlerFeed(settings, topics, handlers, loop=app.loop, beacon=app.beacon)
     app.add_dependency(feed)
 
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, **raw)
-    dead_letter_topic = app.topic(topics.dead_letter, **raw)
     n = topics.job_partitions
-    triggers_topic = app.topic(topics.triggers, partitions=n, **raw)
-    app.topic(topics.job_commands, partitions=n, **raw)  # declared: Faust knows every topic it writes
+    for written in (topics.dead_letter, topics.triggers, topics.job_commands):
+        app.topic(written, partitions=n, **raw)  # declared: Faust knows every topic it writes
 
     # Changelogs are JSON: key = job name, value = the final state object.
     states = app.Table("job-state", partitions=n, key_type=str, default=None)
@@ -120,7 +123,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
 
     async def dead_letter(message: Any, reason: str, value: bytes | None = None,
                           extra: dict[str, str] | None = None) -> None:
+        """Keep a record we cannot process, with its reason. A value too large for the
+        dead-letter topic keeps its first DEAD_LETTER_MAX_VALUE bytes (header
+        ``truncated_from``: its size); the whole record stays on its own topic."""
         log.warning("dead-lettered %s/%s/%s: %s", message.topic, message.partition, message.offset, reason)
+        value = message.value if value is None else value
         headers = [
             ("reason", reason.encode("utf-8", "backslashreplace")),
             ("source_topic", message.topic.encode()),
@@ -128,8 +135,13 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             ("source_offset", str(message.offset).encode()),
             *((k, v.encode("utf-8", "backslashreplace")) for k, v in (extra or {}).items()),
         ]
-        await dead_letter_topic.send(key=message.key, value=message.value if value is None else value,
-                                     headers=headers)
+        if value is not None and len(value) > DEAD_LETTER_MAX_VALUE:
+            headers.append(("truncated_from", str(len(value)).encode()))
+            value = value[:DEAD_LETTER_MAX_VALUE]
+        try:
+            await send_raw(topics.dead_letter, message.key, value, None, headers)
+        except Exception:  # never let a dead letter take the agent down with it
+            log.exception("dead letter for %s/%s/%s not written", message.topic, message.partition, message.offset)
 
     @app.agent(events_topic, name="match")
     async def match(stream: faust.StreamT) -> None:
@@ -141,7 +153,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             for event in batch:
                 message = event.message
                 try:
-                    doc = jsonvalue.load_object(message.value)
+                    doc = jsonvalue.load_event(message.value, event_limits)
                     text = message.value.decode("utf-8")
                     headers = provenance.header_map(message.headers)
                     found = triggers_for(doc, text, message, headers)
@@ -158,10 +170,18 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 await send_triggers(partition, triggers)
 
     async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> None:
-        """One record on the triggers topic: a JSON list of triggers of one job partition."""
+        """Records on the triggers topic: JSON lists of triggers of one job partition, each
+        at most TRIGGERS_RECORD_MAX_BYTES (one trigger alone may be larger)."""
         # Trigger fields are strings and plain numbers (params are JSON text already), so the
         # standard library's C encoder serves; it is several times faster here.
-        await triggers_topic.send(partition=partition, value=json.dumps(triggers, separators=(",", ":")).encode())
+        encoded = [json.dumps(t, separators=(",", ":")).encode() for t in triggers]
+        start, size = 0, 0
+        for i, one in enumerate(encoded):
+            if i > start and size + len(one) > TRIGGERS_RECORD_MAX_BYTES:
+                await send_raw(topics.triggers, None, b"[" + b",".join(encoded[start:i]) + b"]", partition)
+                start, size = i, 0
+            size += len(one) + 1
+        await send_raw(topics.triggers, None, b"[" + b",".join(encoded[start:]) + b"]", partition)
 
     def triggers_for(doc: dict[str, Any], text: str, message: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
         """Every trigger one event starts: event handlers, flow/catch handlers, run requests."""
@@ -242,24 +262,19 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             with processing(event):
                 if message.topic == topics.triggers:
                     dedup.sweep(message.partition, now)
-                mark = (runs_view.savepoint(), states_view.savepoint())
-                one = Outputs()
-                try:
-                    if message.topic == topics.triggers:
-                        schedule_triggers(message, now, one)
-                    else:
-                        settle_result(message, now, one)
-                except Exception as exc:  # a record that breaks a rule of ours must not stop the step
-                    runs_view.rollback(mark[0])
-                    states_view.rollback(mark[1])
-                    log.exception("record %s/%s/%s not processed", message.topic, message.partition, message.offset)
-                    one = Outputs(dead=[DeadLetter(message.value or b"", f"cannot be processed: "
-                                                   f"{type(exc).__name__}: {exc}"[:1000])])
-                out.commands += one.commands
-                out.events += one.events
-                dead += [(message, d) for d in one.dead]
-                if one.accepted:
-                    accepted.append((event, one.accepted))
+                    units = trigger_units(message, now)
+                else:
+                    units = [(lambda message=message: message.value,
+                              lambda one, message=message: settle_result(message, now, one))]
+                run_ids: list[str] = []
+                for raw, unit in units:
+                    one = isolated(message, raw, unit)
+                    out.commands += one.commands
+                    out.events += one.events
+                    dead += [(message, d) for d in one.dead]
+                    run_ids += one.accepted
+                if run_ids:
+                    accepted.append((event, run_ids))
         # 1. the commands, acknowledged by the broker before anything records them as sent
         sent = [await send_raw(topics.job_commands, job.encode(), value) for job, value in out.commands]
         if sent:
@@ -277,24 +292,48 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         for message, d in dead:
             await dead_letter(message, d.reason, d.value, d.headers)
 
-    def schedule_triggers(message: Any, now: int, out: Outputs) -> None:
+    Unit = tuple[Callable[[], bytes | None], Callable[[Outputs], None]]  # (its bytes, the work)
+
+    def isolated(message: Any, raw: Callable[[], bytes | None], unit: Callable[[Outputs], None]) -> Outputs:
+        """Run one unit of work (a trigger, a result); if it breaks, undo its table writes and
+        dead-letter its bytes with the reason: its neighbours are not affected."""
+        mark = (runs_view.savepoint(), states_view.savepoint())
+        one = Outputs()
+        try:
+            unit(one)
+        except Exception as exc:
+            runs_view.rollback(mark[0])
+            states_view.rollback(mark[1])
+            log.exception("%s/%s/%s: a unit not processed", message.topic, message.partition, message.offset)
+            reason = f"cannot be processed: {type(exc).__name__}: {exc}"[:1000]
+            one = Outputs(dead=[DeadLetter(raw() or b"", reason)])
+        return one
+
+    def trigger_units(message: Any, now: int) -> list[Unit]:
+        """One unit per trigger of a triggers record (a JSON list), or a dead letter."""
         try:
             items = json.loads(message.value)
             if not isinstance(items, list):
                 raise ValueError("not a JSON list")
-        except ValueError as exc:
-            out.dead.append(DeadLetter(message.value or b"", f"undecodable triggers record: {exc}"))
-            return
+        except (ValueError, TypeError, RecursionError) as exc:
+            reason = f"undecodable triggers record: {exc}"[:1000]
+            return [(lambda: message.value, lambda one: one.dead.append(DeadLetter(message.value or b"", reason)))]
         partition = message.partition
 
         def seen(run_id: str) -> bool:
             return dedup.seen(partition, run_id, now)
 
-        for item in items:
-            if item.get("kind") == "retry":
-                book.on_retry_due(item, now, out)
-            else:
-                book.on_trigger(item, now, seen, out)
+        def unit(item: Any) -> Callable[[Outputs], None]:
+            def run(one: Outputs) -> None:
+                if not isinstance(item, dict):
+                    raise TypeError(f"a trigger must be a JSON object, not {type(item).__name__}")
+                if item.get("kind") == "retry":
+                    book.on_retry_due(item, now, one)
+                else:
+                    book.on_trigger(item, now, seen, one)
+            return run
+
+        return [(lambda item=item: json.dumps(item).encode(), unit(item)) for item in items]
 
     def settle_result(message: Any, now: int, out: Outputs) -> None:
         try:

@@ -220,7 +220,7 @@ class InvalidHandler(ValueError):
 def parse_handler(data: bytes | str | dict[str, Any], key: str | None = None) -> Handler:
     """Validate one handler record; the record key, when given, must equal its id."""
     try:
-        raw = jsonvalue.loads(data) if isinstance(data, (bytes, str)) else data
+        raw = jsonvalue.loads(data, max_depth=jsonvalue.DEFAULT_MAX_DEPTH) if isinstance(data, (bytes, str)) else data
     except ValueError as exc:
         raise InvalidHandler(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):

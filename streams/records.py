@@ -130,6 +130,7 @@ class Settlement:
 
     state_to_store: str | None
     events: list[dict[str, Any]] = field(default_factory=list)
+    state_value: Any = None  # state_to_store, parsed
 
 
 def _ms(value: Any) -> int:
@@ -161,7 +162,8 @@ def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
     Raises ValueError when ``final_state_json`` is not a JSON object."""
     status = result["status"]
     final = result.get("final_state_json")
-    final_state = jsonvalue.loads(final) if final is not None else None  # ValueError if not JSON
+    # ValueError if not JSON; one level less than events may have: the status event holds it
+    final_state = jsonvalue.loads(final, max_depth=jsonvalue.DEFAULT_MAX_DEPTH - 1) if final is not None else None
     if final is not None and not isinstance(final_state, dict):
         raise ValueError("final_state_json must hold a JSON object")
     size = len(final.encode("utf-8")) if final is not None else 0
@@ -184,6 +186,7 @@ def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
         decision = limits.decide(size)
         if decision is not StateDecision.REJECT_TOO_LARGE:
             settlement.state_to_store = final
+            settlement.state_value = final_state
         if decision is not StateDecision.STORE:
             stored = decision is StateDecision.STORE_WITH_WARNING
             settlement.events.append({

@@ -242,7 +242,7 @@ class RunBook:
                 return
             settlement = records.settle(result, self.limits)
         if settlement.state_to_store is not None:
-            self.states.set(job, jsonvalue.loads(settlement.state_to_store))
+            self.states.set(job, settlement.state_value)
         for event in settlement.events:
             if event["event_type"] == records.STATE_WARNING_EVENT_TYPE:
                 log.warning("job %s run %s: final state is %d bytes (stored: %s)", job, run_id,

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import jsonvalue
 from .state_rules import StateLimits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     dedup_retention_seconds: float = 7 * 24 * 3600
     dedup_sweep_interval_seconds: float = 60.0
     runner_concurrency: int = 8
+    # events above these limits are dead-lettered (docs/input-limits.md)
+    max_event_bytes: int = Field(default=262_144, ge=2)
+    max_event_depth: int = Field(default=100, ge=1, le=500)
     # triggers a job may have waiting for its turn; one more is dead-lettered
     job_queue_max: int = Field(default=1000, ge=1)
     cron_interval_seconds: float = 1.0
@@ -48,6 +52,10 @@ class Settings(BaseSettings):
     @property
     def state_limits(self) -> StateLimits:
         return StateLimits(self.state_warn_bytes, self.state_max_bytes)
+
+    @property
+    def event_limits(self) -> jsonvalue.Limits:
+        return jsonvalue.Limits(self.max_event_bytes, self.max_event_depth)
 
     @property
     def embedded(self) -> bool:

@@ -74,3 +74,6 @@ for _i in range(10):
     job(f"tick{_i}")(tick)
     job(f"explode{_i}")(explode)
     job(f"sleepy{_i}")(sleepy)
+    job(f"load{_i}")(tick)
+for _i in range(10, 30):
+    job(f"load{_i}")(tick)

@@ -3,11 +3,13 @@ once. Each test starts and stops its own workers (no module worker)."""
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 
 import pytest
 
-from tests.conftest import Stack, command, unique
+from tests.conftest import Stack, command, result, unique
 from tests.test_e2e_guarantees import check_exact_cursor, internal_of, of_handler, send_all
 
 pytestmark = pytest.mark.broker
@@ -54,3 +56,60 @@ def test_a_pending_retry_happens_once_across_a_failover(stack: Stack):
     heir.stop()
     commands.close()
     events.close()
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: bool):
+    """1,500 events at 300/s over 30 jobs; one of two workers is killed -9 at 40% (and
+    restarted on its datadir, or not). Counted from outside: every event has its command,
+    and every job's cursor counts exactly its events."""
+    tag = unique("load")
+    commands, results = stack.reader(stack.topics.job_commands), stack.reader(stack.topics.run_results)
+    a, b = stack.start_worker(f"{tag}-a"), stack.start_worker(f"{tag}-b")
+    a.wait_ready()
+    b.wait_ready()
+    handlers = [{"id": f"{tag}-{j}", "job": f"load{j}", "event": {"match": {"type": tag, "job": j}}}
+                for j in range(30)]
+    for h in handlers:
+        stack.apply_handler(h, wait=False)
+    stack.wait_logged(f"handler {handlers[-1]['id']} applied")
+    p = stack.producer()
+    sent: dict[str, int] = {}
+    start = time.monotonic()
+    for i in range(1500):
+        while time.monotonic() < start + i / 300:
+            time.sleep(0.001)
+        event_id = f"{tag}-e{i}"
+        sent[event_id] = i % 30
+        p.produce(stack.topics.events, json.dumps({"id": event_id, "type": tag, "job": i % 30}).encode(), b"k")
+        p.poll(0)
+        if i == 600:
+            a.stop(signal.SIGKILL)
+            if restart:
+                a.start()
+    assert p.flush(30) == 0
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        commands.poll_for(1.0)
+        refs = {command(m)["trigger_ref"] for m in commands.seen if command(m)["handler_id"].startswith(tag)}
+        if len(refs) == len(sent):
+            break
+    mine = [command(m) for m in commands.seen if command(m)["handler_id"].startswith(tag)]
+    lost = {f"id:{e}" for e in sent} - {c["trigger_ref"] for c in mine}
+    twice = len(mine) - len({c["run_id"] for c in mine})
+    assert not lost, f"{len(lost)} events without a command ({twice} commands repeated)"
+    per_job = {j: sum(1 for v in sent.values() if v == j) for j in range(30)}
+    deadline = time.monotonic() + 120
+    final: dict[int, int] = {}
+    while time.monotonic() < deadline and final != per_job:
+        results.poll_for(1.0)
+        for m in results.seen:
+            r = result(m)
+            if r["handler_id"].startswith(tag) and r["status"] == "succeeded":
+                j = int(r["handler_id"].rsplit("-", 1)[1])
+                final[j] = max(final.get(j, 0), json.loads(r["final_state_json"])["count"])
+    assert final == per_job, f"cursor counts differ from events sent: {final} != {per_job}"
+    for w in (a, b):
+        w.stop()
+    commands.close()
+    results.close()

@@ -63,22 +63,34 @@ def test_cron_ticks_fire_once_across_a_sigkill_failover(stack: Stack):
     survivor_log = survivor.log_text()
     assert f"cron {once_each['id']}: tick" in survivor_log
 
-    ticks = sorted(tick_time(command(m)) for m in commands.seen if of_handler(once_each["id"])(m))
-    assert len(ticks) == len(set(ticks)), f"a tick fired twice: {ticks}"
+    def distinct_ticks(handler_id: str) -> list[float]:
+        """Each tick's time once. A kill right after a tick's command was acknowledged and
+        before the tables recording it reached their changelog (README, Guarantees, window
+        2) lets the successor write that command again: the same run id and state, so one
+        run; at most one such repeat per kill."""
+        cmds = [command(m) for m in commands.seen if of_handler(handler_id)(m)]
+        by_tick: dict[float, set[tuple[str, str | None]]] = {}
+        for c in cmds:
+            by_tick.setdefault(tick_time(c), set()).add((c["run_id"], c["initial_state_json"]))
+        assert all(len(v) == 1 for v in by_tick.values()), f"a tick started two different runs: {by_tick}"
+        assert len(cmds) - len(by_tick) <= 1, f"ticks repeated more than once: {sorted(map(tick_time, cmds))}"
+        return sorted(by_tick)
+
+    ticks = distinct_ticks(once_each["id"])
     gaps = [t2 - t1 for t1, t2 in pairwise(ticks)]
     assert gaps and all(g == 2.0 for g in gaps), f"a tick was lost (run_once): {ticks}"
     assert ticks[-1] > killed_at + 16
 
-    skipped = sorted(tick_time(command(m)) for m in commands.seen if of_handler(skipping["id"])(m))
-    assert len(skipped) == len(set(skipped)), f"a tick fired twice: {skipped}"
+    skipped = distinct_ticks(skipping["id"])
     assert any(t2 - t1 > 2.0 for t1, t2 in pairwise(skipped)), \
         f"misfire: skip should drop the ticks missed during the failover: {skipped}"
     assert "misfire: skip" in survivor_log
 
     # a cron run starts with the job's cursor: the runs counter goes up by one each time
-    runs = [json.loads(c["initial_state_json"] or "{}").get("runs", 0)
-            for c in sorted((command(m) for m in commands.seen if of_handler(once_each["id"])(m)), key=tick_time)]
-    assert runs[-1] >= 3 and runs == sorted(runs)
+    runs = sorted({(tick_time(c), json.loads(c["initial_state_json"] or "{}").get("runs", 0))
+                   for c in (command(m) for m in commands.seen if of_handler(once_each["id"])(m))})
+    counts = [r for _, r in runs]
+    assert counts[-1] >= 3 and counts == sorted(counts)
     survivor.stop()
     commands.close()
 
