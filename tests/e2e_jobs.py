@@ -75,5 +75,5 @@ for _i in range(10):
     job(f"explode{_i}")(explode)
     job(f"sleepy{_i}")(sleepy)
     job(f"load{_i}")(tick)
-for _i in range(10, 30):
+for _i in range(10, 60):
     job(f"load{_i}")(tick)

@@ -68,7 +68,8 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
     a, b = stack.start_worker(f"{tag}-a"), stack.start_worker(f"{tag}-b")
     a.wait_ready()
     b.wait_ready()
-    handlers = [{"id": f"{tag}-{j}", "job": f"load{j}", "event": {"match": {"type": tag, "job": j}}}
+    first_job = 0 if restart else 30  # each variant its own jobs: cursors start at 0
+    handlers = [{"id": f"{tag}-{j}", "job": f"load{first_job + j}", "event": {"match": {"type": tag, "job": j}}}
                 for j in range(30)]
     for h in handlers:
         stack.apply_handler(h, wait=False)
