@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import Stack, command, result, unique
 from tests.test_e2e_guarantees import check_exact_cursor, internal_of, of_handler, send_all
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("restart", ["same", "fresh"])
