@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -248,7 +250,18 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             if not inbox:
                 arrived.clear()
             drained.set()
-            await schedule_batch(batch)
+            try:
+                await schedule_batch(batch)
+            except Exception:
+                # The broker refused a send (after the client's own retries), or a bug: the
+                # batch's records are neither processed nor acknowledged. Restarting the
+                # agent would skip them until the next rebalance, so the whole worker stops
+                # (gracefully: what was acknowledged is committed, this batch is not) and
+                # its records go to its successor, or to itself once restarted.
+                log.critical("schedule step failed; stopping this worker so its records are processed again",
+                             exc_info=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             for event in batch:
                 await stream.ack(event)
 
