@@ -115,8 +115,10 @@ class Worker:
         return self.process is not None and self.process.poll() is None
 
     def check_ready(self) -> bool:
+        """Whether the log says Ready; ready_at is the log line's own time stamp."""
         if self.ready_at is None and self.log.exists() and READY_TEXT in self.log.read_bytes():
-            self.ready_at = time.time()
+            stamps = log_moments(self.log, 0.0, (READY_TEXT.decode(),))
+            self.ready_at = stamps.get(READY_TEXT.decode(), time.time())
         return self.ready_at is not None
 
     def kill9(self) -> None:

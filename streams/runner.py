@@ -31,6 +31,8 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+COMMIT_INTERVAL_S = 0.1  # offsets of finished commands are committed at most this often
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -106,6 +108,7 @@ class Runner(Service):
         self.name_ = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
 
     async def on_start(self) -> None:
         s = self.settings
@@ -127,6 +130,15 @@ class Runner(Service):
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
+            # Runs under way finish (within a few seconds) and are committed, so a
+            # graceful stop leaves nothing to run twice.
+            tasks = [task for queue in self._pending.values() for _, task in queue]
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
+            try:
+                await self._commit_finished(self._pending)
+            except Exception as exc:
+                log.warning("runner: final commit failed (%s); those commands will run again", exc)
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
@@ -139,7 +151,8 @@ class Runner(Service):
         assert self._consumer is not None
         self._consumer.subscribe([self.topics.job_commands])
         slots = asyncio.Semaphore(self.settings.runner_concurrency)
-        pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
+        pending = self._pending
+        last_commit = time.monotonic()
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.settings.runner_concurrency)
             for tp, records in batches.items():
@@ -147,9 +160,14 @@ class Runner(Service):
                     await slots.acquire()
                     task = asyncio.create_task(self._run_one(record.value, record.offset, tp, slots))
                     pending.setdefault(tp, deque()).append((record.offset, task))
-            await self._commit_finished(pending)
+            if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                await self._commit_finished(pending)
+                last_commit = time.monotonic()
 
     async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore) -> None:
+        """Run one command in a slot; the slot is free again once the job has returned,
+        while the result is still on its way to the broker (the slots bound running jobs,
+        not network round trips; the offset is committed only after the acknowledgement)."""
         assert self._producer is not None
         try:
             try:
@@ -159,16 +177,16 @@ class Runner(Service):
                           tp.topic, tp.partition, offset, exc)
                 return
             result, run = await execute(command, self.name_)
-            sent = [
-                # Emitted events first: by the time the result settles, they are on the topic.
-                await self._producer.send(self.topics.events, value=v, headers=h)
-                for v, h in (emitted_events(run) if run is not None else [])
-            ]
-            sent.append(await self._producer.send(
-                self.topics.run_results, key=result["job"].encode(), value=avro.results().encode(result)))
-            await asyncio.gather(*sent)
         finally:
             slots.release()
+        sent = [
+            # Emitted events first: by the time the result settles, they are on the topic.
+            await self._producer.send(self.topics.events, value=v, headers=h)
+            for v, h in (emitted_events(run) if run is not None else [])
+        ]
+        sent.append(await self._producer.send(
+            self.topics.run_results, key=result["job"].encode(), value=avro.results().encode(result)))
+        await asyncio.gather(*sent)
 
     async def _commit_finished(self, pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]]) -> None:
         assert self._consumer is not None

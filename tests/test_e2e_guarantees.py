@@ -159,7 +159,7 @@ def test_a_job_may_opt_into_parallel_runs(stack: Stack, worker, commands, result
     h = {"id": unique("parallel"), "job": "sleepy2", "event": {"match": {"type": "parallel"}},
          "params": {"seconds": "s"}, "concurrency": 4}
     stack.apply_handler(h)
-    send_all(stack, [{"id": unique("p"), "type": "parallel", "s": 2} for _ in range(4)])
+    send_all(stack, [{"id": unique("p"), "type": "parallel", "s": 5} for _ in range(4)])
     cmds = commands.wait_for(of_handler(h["id"]), count=4, timeout=30)
     first_result = results.wait_for(results_of(h["id"]))[0]
     # all four started before any finished
