@@ -220,7 +220,8 @@ class InvalidHandler(ValueError):
 def parse_handler(data: bytes | str | dict[str, Any], key: str | None = None) -> Handler:
     """Validate one handler record; the record key, when given, must equal its id."""
     try:
-        raw = jsonvalue.loads(data, max_depth=jsonvalue.DEFAULT_MAX_DEPTH) if isinstance(data, (bytes, str)) else data
+        # a filter for events of the deepest accepted kind sits a few levels deeper in its handler
+        raw = jsonvalue.loads(data, max_depth=jsonvalue.DEPTH_CEILING) if isinstance(data, (bytes, str)) else data
     except ValueError as exc:
         raise InvalidHandler(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
