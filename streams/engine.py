@@ -41,7 +41,7 @@ from .handler_set import Applied, HandlerSet
 from .identity import event_identity
 from .matching import extract_params
 from .overlay import Overlay, processing
-from .runbook import DeadLetter, Outputs, RunBook, parse_retry_key
+from .runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from .settings import Settings
 from .topics import Topics
 
@@ -269,13 +269,14 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         now = now_ms()
         out = Outputs()
         accepted: list[tuple[Any, list[str]]] = []  # (event, run ids) for the dedup record
+        started: set[str] = set()  # run ids started in this batch (not yet in the dedup index)
         dead: list[tuple[Any, DeadLetter]] = []
         for event in batch:
             message = event.message
             with processing(event):
                 if message.topic == topics.triggers:
                     dedup.sweep(message.partition, now)
-                    units = trigger_units(message, now)
+                    units = trigger_units(message, now, started)
                 else:
                     units = [(lambda message=message: message.value,
                               lambda one, message=message: settle_result(message, now, one))]
@@ -286,6 +287,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     out.events += one.events
                     dead += [(message, d) for d in one.dead]
                     run_ids += one.accepted
+                    started.update(one.accepted)
                 if run_ids:
                     accepted.append((event, run_ids))
         # 1. the commands, acknowledged by the broker before anything records them as sent
@@ -297,7 +299,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             with processing(event):
                 dedup.record(event.message.partition, run_ids, now, runs_view.set)
         await states_view.apply(send_raw)
-        await runs_view.apply(send_raw)
+        await runs_view.apply(send_raw, write_order)
         # 3. what follows from them
         for job, internal in out.events:
             value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")
@@ -322,7 +324,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             one = Outputs(dead=[DeadLetter(raw() or b"", reason)])
         return one
 
-    def trigger_units(message: Any, now: int) -> list[Unit]:
+    def trigger_units(message: Any, now: int, started: set[str]) -> list[Unit]:
         """One unit per trigger of a triggers record (a JSON list), or a dead letter."""
         try:
             items = json.loads(message.value)
@@ -334,7 +336,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         partition = message.partition
 
         def seen(run_id: str) -> bool:
-            return dedup.seen(partition, run_id, now)
+            return run_id in started or dedup.seen(partition, run_id, now)
 
         def unit(item: Any) -> Callable[[Outputs], None]:
             def run(one: Outputs) -> None:
@@ -363,7 +365,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     async def cron_timer() -> None:
         """Send the due ticks of the cron handlers whose job partition this worker owns.
 
-        The schedule step records each accepted tick (``c:<handler id>`` in ``job-runs``)
+        The schedule step records each accepted tick (in the job's ``m:`` record)
         and drops a tick's run id when it sees it twice, so a tick sent by two workers
         during a rebalance still starts one run; ticks missed while nobody owned the job
         are found from that entry by the next owner (run_once) or dropped (skip)."""
@@ -397,7 +399,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 if due_ms > now:
                     break
                 if time.monotonic() - retries_sent.get(key, -RETRY_RESEND_S) >= RETRY_RESEND_S:
-                    due.append({"kind": "retry", "job": job, "run_id": run_id, "attempt": json.loads(raw_value)})
+                    due.append({"kind": "retry", "job": job, "run_id": run_id, "attempt": json.loads(raw_value),
+                                "key": key})
                     retries_sent[key] = time.monotonic()
             if due:
                 log.info("retries due on partition %d: %s", partition, ", ".join(d["run_id"] for d in due))
@@ -411,7 +414,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         if job_partition(h.job, n) not in owned:
             sent_ticks.pop(h.id, None)
             return
-        last = max(float(runs.get(f"c:{h.id}") or applied.timestamp_ms / 1000), sent_ticks.get(h.id, 0.0))
+        meta = runs.get(meta_key(h.job)) or {}
+        accepted = (meta.get("cron") or {}).get(h.id)
+        last = max(float(accepted or applied.timestamp_ms / 1000), sent_ticks.get(h.id, 0.0))
         for tick in cron.ticks_between(h.cron.schedule, h.cron.timezone, last, now):
             sent_ticks[h.id] = tick
             if h.cron.misfire == "skip" and tick < now - grace:

@@ -70,7 +70,7 @@ class Overlay:
             else:
                 self._writes[key] = before
 
-    async def apply(self, send: Send) -> None:
+    async def apply(self, send: Send, order: Callable[[str], int] | None = None) -> None:
         """Write everything held: to the table's RocksDB, and to its changelog, each under the
         partition of the record it was made for.
 
@@ -82,7 +82,8 @@ class Overlay:
         acknowledgements arrive."""
         store = self.table.data
         topic = self.table.changelog_topic.get_topic_name()
-        for key, (event, value) in self._writes.items():
+        writes = self._writes.items() if order is None else sorted(self._writes.items(), key=lambda kv: order(kv[0]))
+        for key, (event, value) in writes:
             partition = event.message.partition
             raw_key = store._encode_key(key)
             with processing(event):

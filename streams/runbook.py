@@ -6,11 +6,19 @@ worker: Faust tables behind a write overlay, see ``engine.py``):
 - ``runs`` (table ``job-runs``, on the job's partition; one changelog, so its writes
   reach Kafka in the order they were made):
 
-  ``m:<job>``                     ``{"running": {run_id: slot}, "head": h, "tail": t}``
+  ``m:<job>``                     ``{"running": {run_id: slot}, "head": h, "tail": t,
+                                  "waiting": [run ids of the queue], "once": {handler id:
+                                  arm token it last fired with}, "cron": {handler id: last
+                                  tick accepted}}``
   ``q:<job>:<seq>``               a trigger waiting its turn (``head <= seq < tail``)
   ``t:<due ms>:<job>:<run_id>``   a retry due at that time -> the attempt it starts
-  ``o:<handler id>``              the arm token a once-handler last fired with
-  ``c:<handler id>``              the last cron tick accepted (epoch seconds)
+
+  Whether a run id was accepted is answered by the job's ``m:`` record (waiting or
+  running) and by the de-duplication entries (``dedup.py``: runs started). A crash keeps a
+  prefix of the batch's writes (one changelog partition keeps them in order), and the
+  caller writes them in this order: ``q:`` and ``t:`` entries, then ``m:`` records, then
+  de-duplication entries. So whatever prefix survives, a trigger replayed after the crash
+  is either recognised or queued again in the same place, never twice.
 
   a slot is ``{"attempt", "first_ms", "trigger"?, "retry_key"?}``: ``trigger`` is kept
   only for runs with a retry policy, ``retry_key`` while a retry is pending;
@@ -101,7 +109,13 @@ def backoff_ms(policy: dict[str, Any], attempt: int, rng: random.Random) -> int:
 
 
 def empty_meta() -> dict[str, Any]:
-    return {"running": {}, "head": 0, "tail": 0}
+    return {"running": {}, "head": 0, "tail": 0, "waiting": [], "once": {}, "cron": {}}
+
+
+def write_order(key: str) -> int:
+    """Queue entries and retry timers first, then job records, then de-duplication
+    entries: any prefix of a batch's writes is safe to resume from (module docstring)."""
+    return {"q": 0, "t": 0, "m": 1}.get(key[:1], 2)
 
 
 class RunBook:
@@ -122,37 +136,41 @@ class RunBook:
         """A new trigger: start its run, queue it, or drop it (seen before, disarmed, or
         the queue is full: dead-lettered)."""
         run_id, job, handler_id = trigger["run_id"], trigger["job"], trigger["handler_id"]
-        if run_id in out.accepted or seen(run_id):
+        meta = self.runs.get(meta_key(job)) or empty_meta()
+        if run_id in out.accepted or run_id in meta["running"] or run_id in meta.get("waiting", ()) or seen(run_id):
             log.info("run %s already scheduled; trigger %s ignored", run_id, trigger["trigger_ref"])
             return
         token = trigger.get("once_token")
-        if token is not None and self.runs.get(f"o:{handler_id}") == token:
+        once = meta.setdefault("once", {})
+        if token is not None and once.get(handler_id) == token:
             log.info("listener %s is disarmed; trigger %s ignored", handler_id, trigger["trigger_ref"])
             return
-        meta = self.runs.get(meta_key(job)) or empty_meta()
         if trigger.get("cron_tick") is not None:  # even when the tick overflows: it is not sent again
-            tick = float(trigger["cron_tick"])
-            if tick > float(self.runs.get(f"c:{handler_id}") or 0):
-                self.runs.set(f"c:{handler_id}", tick)
+            ticks = meta.setdefault("cron", {})
+            ticks[handler_id] = max(float(trigger["cron_tick"]), float(ticks.get(handler_id) or 0))
         if meta["head"] == meta["tail"] and len(meta["running"]) < self.concurrency(job):
             if not self._dispatch(meta, trigger, now, out):
+                self.runs.set(meta_key(job), meta)
                 return
+            out.accepted.append(run_id)
         else:
             waiting = meta["tail"] - meta["head"]
             if waiting >= self.queue_max:
                 out.dead.append(self._dead_trigger(
                     trigger, f"job {job!r} queue is full: {waiting} triggers wait (SIGNALBOX_JOB_QUEUE_MAX)"))
+                self.runs.set(meta_key(job), meta)
                 return
             try:  # refuse now what could not be sent later
                 self.encode(records.command_from_trigger(trigger, None, now))
             except Exception as exc:
                 out.dead.append(self._dead_trigger(trigger, f"job command cannot be encoded: {exc}"))
+                self.runs.set(meta_key(job), meta)
                 return
             self.runs.set(queue_key(job, meta["tail"]), trigger)
             meta["tail"] += 1
+            meta.setdefault("waiting", []).append(run_id)
         if token is not None:
-            self.runs.set(f"o:{handler_id}", token)
-        out.accepted.append(run_id)
+            once[handler_id] = token
         self.runs.set(meta_key(job), meta)
 
     def _dispatch(self, meta: dict[str, Any], trigger: dict[str, Any], now: int, out: Outputs,
@@ -183,10 +201,14 @@ class RunBook:
             trigger = self.runs.get(key)
             self.runs.delete(key)
             meta["head"] += 1
+            waiting = meta.get("waiting") or []
+            if waiting:
+                waiting.pop(0)
             if trigger is None:
                 log.warning("job %s: queue entry %s is missing; skipped", job, key)
                 continue
-            self._dispatch(meta, trigger, now, out)
+            if self._dispatch(meta, trigger, now, out):
+                out.accepted.append(trigger["run_id"])
 
     # -- retries ----------------------------------------------------------------------
 
@@ -198,6 +220,8 @@ class RunBook:
         slot = meta["running"].get(run_id) if meta else None
         if slot is None or slot.get("retry_key") is None or slot["attempt"] + 1 != attempt:
             log.info("retry %s of run %s: not pending (done already)", attempt, run_id)
+            if item.get("key") and (slot is None or slot.get("retry_key") != item["key"]):
+                self.runs.delete(item["key"])  # a timer whose run moved on (written before a crash)
             return
         self.runs.delete(slot.pop("retry_key"))
         trigger = slot["trigger"]

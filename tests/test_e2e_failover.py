@@ -77,6 +77,7 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
     p = stack.producer()
     sent: dict[str, int] = {}
     start = time.monotonic()
+    wall_start = time.time()
     for i in range(1500):
         while time.monotonic() < start + i / 300:
             time.sleep(0.001)
@@ -85,6 +86,7 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
         p.produce(stack.topics.events, json.dumps({"id": event_id, "type": tag, "job": i % 30}).encode(), b"k")
         p.poll(0)
         if i == 600:
+            kill_time = time.time()
             a.stop(signal.SIGKILL)
             if restart:
                 a.start()
@@ -109,7 +111,16 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
             if r["handler_id"].startswith(tag) and r["status"] == "succeeded":
                 j = int(r["handler_id"].rsplit("-", 1)[1])
                 final[j] = max(final.get(j, 0), json.loads(r["final_state_json"])["count"])
-    assert final == per_job, f"cursor counts differ from events sent: {final} != {per_job}"
+    if final != per_job:
+        bad = [j for j in per_job if final.get(j) != per_job[j]][:2]
+        detail = []
+        for j in bad:
+            for c in mine:
+                if c["handler_id"] == f"{tag}-{j}":
+                    detail.append(f"job {j} run {c['run_id'][:8]} state {c['initial_state_json']} "
+                                  f"at {c['created_at'].timestamp() - wall_start:.3f} ref {c['trigger_ref'][-6:]}")
+        killed = f"kill at {kill_time - wall_start:.3f}"
+        raise AssertionError(f"cursor counts differ: {final} != {per_job}\n{killed}\n" + "\n".join(detail))
     for w in (a, b):
         w.stop()
     commands.close()
