@@ -14,11 +14,12 @@ worker: Faust tables behind a write overlay, see ``engine.py``):
   ``t:<due ms>:<job>:<run_id>``   a retry due at that time -> the attempt it starts
 
   Whether a run id was accepted is answered by the job's ``m:`` record (waiting or
-  running) and by the de-duplication entries (``dedup.py``: runs started). A crash keeps a
-  prefix of the batch's writes (one changelog partition keeps them in order), and the
-  caller writes them in this order: ``q:`` and ``t:`` entries, then ``m:`` records, then
-  de-duplication entries. So whatever prefix survives, a trigger replayed after the crash
-  is either recognised or queued again in the same place, never twice.
+  running) and by the de-duplication entries (``dedup.py``: runs that settled). A crash
+  keeps a prefix of the batch's writes (one changelog partition keeps them in order), and
+  the caller writes them in this order: ``q:`` and ``t:`` entries, then de-duplication
+  entries, then ``m:`` records. So whatever prefix survives, a trigger replayed after the
+  crash is recognised (its run waits, runs, or has settled) or queued again in the same
+  place, never twice; a result replayed is settled again only if its run is still running.
 
   a slot is ``{"attempt", "first_ms", "trigger"?, "retry_key"?}``: ``trigger`` is kept
   only for runs with a retry policy, ``retry_key`` while a retry is pending;
@@ -113,9 +114,9 @@ def empty_meta() -> dict[str, Any]:
 
 
 def write_order(key: str) -> int:
-    """Queue entries and retry timers first, then job records, then de-duplication
-    entries: any prefix of a batch's writes is safe to resume from (module docstring)."""
-    return {"q": 0, "t": 0, "m": 1}.get(key[:1], 2)
+    """Queue entries and retry timers first, then de-duplication entries, then job
+    records: any prefix of a batch's writes is safe to resume from (module docstring)."""
+    return {"q": 0, "t": 0, "b": 1, "m": 2}.get(key[:1], 3)
 
 
 class RunBook:
@@ -152,7 +153,6 @@ class RunBook:
             if not self._dispatch(meta, trigger, now, out):
                 self.runs.set(meta_key(job), meta)
                 return
-            out.accepted.append(run_id)
         else:
             waiting = meta["tail"] - meta["head"]
             if waiting >= self.queue_max:
@@ -207,8 +207,7 @@ class RunBook:
             if trigger is None:
                 log.warning("job %s: queue entry %s is missing; skipped", job, key)
                 continue
-            if self._dispatch(meta, trigger, now, out):
-                out.accepted.append(trigger["run_id"])
+            self._dispatch(meta, trigger, now, out)
 
     # -- retries ----------------------------------------------------------------------
 
@@ -273,6 +272,7 @@ class RunBook:
                             event["state_bytes"], event["stored"])
             out.events.append((job, event))
         del meta["running"][run_id]
+        out.accepted.append(run_id)  # its de-duplication entry is written before this record
         self._fill(job, meta, now, out)
         self.runs.set(meta_key(job), meta)
 
