@@ -64,7 +64,14 @@ def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
                     "event_type": "MigratablePID"}).encode() for i in range(extra)]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(events: int = 0) -> int:
+    # SIGTERM (a service manager, `timeout`) stops everything as Ctrl-C does: the worker
+    # and the broker are children of this process and must not outlive it.
+    signal.signal(signal.SIGTERM, _interrupt)
     if WORKDIR.exists():
         shutil.rmtree(WORKDIR)  # the broker keeps nothing between runs, so neither do we
     WORKDIR.mkdir(parents=True)

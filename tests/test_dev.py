@@ -16,8 +16,11 @@ pytestmark = pytest.mark.broker
 
 def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNALBOX_"))}
+    # Ctrl-C is SIGINT; a runner that starts us in the background may have set it to be
+    # ignored, which a child inherits: give `signalbox dev` the default action back.
     proc = subprocess.Popen([sys.executable, "-m", "streams", "dev"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     lines: list[str] = []
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
