@@ -271,13 +271,17 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
-def cmd_state(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    topic = changelog_topic(settings, "job-state")
+def read_table(settings: Settings, table: str) -> dict[bytes, bytes | None]:
+    """A Faust table as its changelog says: the latest value per key (no worker needed)."""
+    topic = changelog_topic(settings, table)
     try:
-        latest = client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
+        return client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
     except KafkaException as exc:
         raise CliError(f"cannot read {topic}: {exc}") from None
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    latest = read_table(settings_from(args), "job-state")
     value = latest.get(json.dumps(args.job).encode())  # Faust writes JSON keys
     if value is None:
         raise CliError(f"no stored state for job {args.job!r}")
@@ -300,13 +304,7 @@ def job_rows(latest: dict[bytes, bytes | None], only: list[str]) -> list[dict[st
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    topic = changelog_topic(settings, "job-runs")
-    try:
-        latest = client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
-    except KafkaException as exc:
-        raise CliError(f"cannot read {topic}: {exc}") from None
-    rows = job_rows(latest, args.job)
+    rows = job_rows(read_table(settings_from(args), "job-runs"), args.job)
     if args.job and not rows:
         raise CliError(f"no runs recorded for {', '.join(args.job)}")
     for row in rows:
