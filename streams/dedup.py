@@ -1,14 +1,13 @@
-"""Which run ids the schedule step has accepted: the de-duplication of runs.
+"""Which run ids have settled: the de-duplication of runs after they leave their job's record.
 
-A run id is accepted when its command was acknowledged by the broker, or when its trigger
-was put in its job's queue (``runbook.py``); it is recorded only after that.
+While a run waits or runs, its job's record in ``job-runs`` says so (``runbook.py``); when
+it settles, its run id is recorded here, in the same batch and before the job record that
+releases it, so a trigger replayed later is recognised either way.
 
-A Faust table write is a changelog record, and one per run was the schedule step's main
-cost (half its throughput). So the changelogged table holds one entry per *batch* (key
+A Faust table write is a changelog record, so the entries are one per *batch* (key
 ``b:<ms>``, a time later than the partition's previous key; value ``[first seen ms,
-[run ids]]``): one write per batch. The entries
-live in the ``job-runs`` table beside the job queues, so their changelog records follow
-the queue entries they cover.
+[run ids]]``), in the ``job-runs`` table: one changelog partition keeps them in order with
+the job records.
 Lookups use a per-run-id index (``r:<run id>`` -> ms) kept in the same RocksDB partition
 database without a changelog; it is brought up to date from the batch entries whenever
 the worker may have gained the partition (after every rebalance), so a worker that takes
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -60,10 +60,10 @@ class RunDedup:
         first = self._indexed(partition).get(_INDEX + run_id.encode())
         return first is not None and now - int(first) <= self.retention_ms
 
-    def record(self, partition: int, run_ids: list[str], now: int, put: Any = None) -> None:
-        """Remember accepted run ids (one table entry, written with ``put(key, value)``, by
-        default straight to the table). Call it while processing a record of
-        ``partition``: Faust writes the entry to that changelog partition."""
+    def record(self, partition: int, run_ids: list[str], now: int, put: Callable[[str, Any], None]) -> None:
+        """Remember accepted run ids: one entry, written with ``put(key, value)`` (the
+        schedule step's table overlay). Call it while processing a record of ``partition``:
+        the entry goes to that changelog partition."""
         if not run_ids:
             return
         db = self._indexed(partition)
@@ -71,10 +71,7 @@ class RunDedup:
         # they sort in the order written even when two batches share a millisecond.
         upto = db.get(_INDEXED_UP_TO)
         key = batch_key(max(now, int(upto.decode()[2:]) + 1) if upto else now)
-        if put is None:
-            self.table[key] = [now, run_ids]
-        else:
-            put(key, [now, run_ids])
+        put(key, [now, run_ids])
         stamp = str(now).encode()
         for run_id in run_ids:
             db.put(_INDEX + run_id.encode(), stamp)

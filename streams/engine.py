@@ -1,21 +1,20 @@
-"""The Faust app: the match, schedule and settle steps as agents, and their tables.
+"""The Faust app: the match and schedule steps as agents, and their tables.
 
-    events ──match──► triggers ──schedule──► job-commands      (runner: runner.py)
-    run-results ──settle──► job state table + internal events ──► events
+    events ──match──► triggers ─┐
+                                ├─schedule──► job-commands      (runner: runner.py)
+    run-results ────────────────┘     └──► job state + internal events ──► events
 
-    cron timer ──► triggers      (on the worker that owns the job's partition)
+    cron and retry timer ──► triggers      (on the worker that owns the job's partition)
 
-``match`` is stateless. ``schedule`` and ``settle`` consume topics keyed by job with the
-same partition count, so Faust's assignor gives one worker a job's partition of both and
-of the tables they share. The tables are RocksDB-backed with changelogs, so a worker that
-lost its disk, or takes over a partition, gets them back from Kafka:
+``match`` is stateless. ``schedule`` consumes triggers and run results, both keyed by job
+with the same partition count, so one worker owns a job's records and its tables. It
+decides with :class:`runbook.RunBook` and writes through :class:`overlay.Overlay` only
+after the broker acknowledged the commands. The tables are RocksDB-backed with
+changelogs, so a worker that lost its disk, or takes over a partition, gets them back:
 
 - ``job-state``: job -> last accepted final state (the cursor);
-- ``run-dedup``: the run ids started, one entry per triggers record (``dedup.py``): a run
-  id is scheduled once;
-- ``once-fired``: handler id -> arm token it last fired with (a once-handler is armed
-  while its current token differs);
-- ``cron-last``: handler id -> the last tick scheduled (epoch seconds).
+- ``job-runs``: per job its running slots, queue, retry timers, once flags and cron ticks
+  (``runbook.py``), and the de-duplication entries of settled runs (``dedup.py``).
 """
 
 from __future__ import annotations
@@ -155,8 +154,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             for event in batch:
                 message = event.message
                 try:
-                    doc = jsonvalue.load_event(message.value, event_limits)
-                    text = message.value.decode("utf-8")
+                    doc, text = jsonvalue.load_event_text(message.value, event_limits)
                     headers = provenance.header_map(message.headers)
                     found = triggers_for(doc, text, message, headers)
                 except jsonvalue.NotAJsonObject as exc:
@@ -279,7 +277,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     units = trigger_units(message, now, started)
                 else:
                     units = [(lambda message=message: message.value,
-                              lambda one, message=message: settle_result(message, now, one))]
+                              lambda one, message=message: settle_result(message, now, started, one))]
                 run_ids: list[str] = []
                 for raw, unit in units:
                     one = isolated(message, raw, unit)
@@ -333,10 +331,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         except (ValueError, TypeError, RecursionError) as exc:
             reason = f"undecodable triggers record: {exc}"[:1000]
             return [(lambda: message.value, lambda one: one.dead.append(DeadLetter(message.value or b"", reason)))]
-        partition = message.partition
-
-        def seen(run_id: str) -> bool:
-            return run_id in started or dedup.seen(partition, run_id, now)
+        seen = seen_in(message.partition, now, started)
 
         def unit(item: Any) -> Callable[[Outputs], None]:
             def run(one: Outputs) -> None:
@@ -350,13 +345,17 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
 
         return [(lambda item=item: json.dumps(item).encode(), unit(item)) for item in items]
 
-    def settle_result(message: Any, now: int, out: Outputs) -> None:
+    def seen_in(partition: int, now: int, started: set[str]) -> Callable[[str], bool]:
+        """Whether a run id was accepted: settled in this batch, or in the dedup index."""
+        return lambda run_id: run_id in started or dedup.seen(partition, run_id, now)
+
+    def settle_result(message: Any, now: int, started: set[str], out: Outputs) -> None:
         try:
             result = results_codec.decode(message.value)
         except (avro.AvroDecodeError, EOFError, ValueError, TypeError) as exc:
             out.dead.append(DeadLetter(message.value or b"", f"undecodable run result: {exc}"))
             return
-        book.on_result(result, message.value, now, lambda run_id: dedup.seen(message.partition, run_id, now), out)
+        book.on_result(result, message.value, now, seen_in(message.partition, now, started), out)
 
     sent_ticks: dict[str, float] = {}
     grace = max(2 * settings.cron_interval_seconds, 1.0)

@@ -241,7 +241,13 @@ def loads(data: str | bytes, *, max_depth: int | None = None) -> Any:
 
 
 def load_event(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """Decode a Kafka record value that must hold one JSON object, or raise
+    """Decode a Kafka record value that must hold one JSON object (see
+    :func:`load_event_text`)."""
+    return load_event_text(data, limits)[0]
+
+
+def load_event_text(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], str]:
+    """Decode a Kafka record value that must hold one JSON object, with its text, or raise
     :class:`NotAJsonObject` with the reason.
 
     Checked in this order: null, size (``len(data)`` against ``limits.max_bytes``, before
@@ -284,7 +290,7 @@ def load_event(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str,
         surrogate = _lone_surrogate(data)
         if surrogate is not None:
             raise NotAJsonObject(f"lone surrogate escape {surrogate} in a string (not Unicode text)")
-    return value
+    return value, text
 
 
 def _slow_parse(text: str) -> Any:

@@ -32,8 +32,8 @@ carrying the state that run left. A failed run with a retry policy keeps its slo
 it succeeds or gives up.
 
 The book returns what to do in :class:`Outputs`; the caller sends the commands, waits
-for the broker's acknowledgements, and only then writes the stores and records the
-accepted run ids as scheduled.
+for the broker's acknowledgements, and only then writes the stores, with the
+de-duplication entries of the runs that settled.
 """
 
 from __future__ import annotations
@@ -70,13 +70,7 @@ class Outputs:
     commands: list[tuple[str, bytes]] = field(default_factory=list)  # (job, encoded command)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (job, internal event)
     dead: list[DeadLetter] = field(default_factory=list)
-    accepted: list[str] = field(default_factory=list)  # run ids to record as scheduled
-
-    def extend(self, other: Outputs) -> None:
-        self.commands += other.commands
-        self.events += other.events
-        self.dead += other.dead
-        self.accepted += other.accepted
+    accepted: list[str] = field(default_factory=list)  # run ids that settled: their dedup entries
 
 
 def meta_key(job: str) -> str:
@@ -138,7 +132,7 @@ class RunBook:
         the queue is full: dead-lettered)."""
         run_id, job, handler_id = trigger["run_id"], trigger["job"], trigger["handler_id"]
         meta = self.runs.get(meta_key(job)) or empty_meta()
-        if run_id in out.accepted or run_id in meta["running"] or run_id in meta.get("waiting", ()) or seen(run_id):
+        if run_id in meta["running"] or run_id in meta.get("waiting", ()) or seen(run_id):
             log.info("run %s already scheduled; trigger %s ignored", run_id, trigger["trigger_ref"])
             return
         token = trigger.get("once_token")
