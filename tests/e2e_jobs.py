@@ -77,3 +77,11 @@ for _i in range(10):
     job(f"load{_i}")(tick)
 for _i in range(10, 60):
     job(f"load{_i}")(tick)
+
+
+@job("flakycount")
+def flakycount(run: Run) -> dict[str, Any]:
+    """A cursor whose first attempt of every run fails."""
+    if run.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {"count": run.state.get("count", 0) + 1}

@@ -49,3 +49,23 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert "status=failed" in output and "DEAD " in output
     assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output
     assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
+
+
+def test_dev_stopped_with_sigterm_takes_its_worker_and_broker_with_it(tmp_path):
+    """A service manager or `timeout` stops with SIGTERM: nothing may outlive `signalbox dev`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNALBOX_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "dev"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("watching job commands" in line for line in lines):
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "\n".join(lines)
+        lines.append(line.rstrip())
+    worker_pid = int(re.search(r"worker started \(pid (\d+)\)", "\n".join(lines)).group(1))
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and rest.rstrip().endswith("stopped"), rest
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)

@@ -164,3 +164,27 @@ def test_a_job_may_opt_into_parallel_runs(stack: Stack, worker, commands, result
     first_result = results.wait_for(results_of(h["id"]))[0]
     # all four started before any finished
     assert max(command(m)["created_at"] for m in cmds) < result(first_result)["finished_at"]
+
+
+def test_retries_of_a_burst_hold_the_queue_and_keep_the_cursor_exact(stack: Stack, worker, commands, results,
+                                                                     events):
+    """20 events of one job at once, every first attempt fails: each retry starts from the
+    same state as its first attempt (no other run slips in between), each run settles
+    once, and the cursor counts 20."""
+    h = {"id": unique("burst-retry"), "job": "flakycount", "event": {"match": {"type": "burst-retry"}},
+         "retry": {"attempts": 2, "backoff": {"initial_seconds": 0.05}}}
+    flow = {"id": unique("after-burst"), "job": "count7", "after": {"job": "flakycount", "status": "success"}}
+    for x in (h, flow):
+        stack.apply_handler(x)
+    send_all(stack, [{"id": unique("br"), "type": "burst-retry"} for _ in range(20)])
+    cmds = commands.wait_for(of_handler(h["id"]), count=40, timeout=120)
+    starts = [(command(m)["run_id"], command(m)["attempt"],
+               json.loads(command(m)["initial_state_json"] or "{}").get("count", 0)) for m in cmds]
+    # in topic order: attempt 1 then attempt 2 of the same run, from the same state, then the next run
+    assert [(a, c) for _, a, c in starts] == [(a, k) for k in range(20) for a in (1, 2)]
+    assert all(starts[2 * k][0] == starts[2 * k + 1][0] for k in range(20))
+    results.wait_for(lambda m: result(m)["handler_id"] == h["id"] and result(m)["status"] == "succeeded"
+                     and json.loads(result(m)["final_state_json"])["count"] == 20, timeout=60)
+    results.wait_for(results_of(flow["id"]), count=20, timeout=60)
+    results.poll_for(2.0)
+    assert len([m for m in results.seen if result(m)["handler_id"] == flow["id"]]) == 20
