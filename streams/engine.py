@@ -263,6 +263,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             for event in batch:
                 await stream.ack(event)
 
+    runs_unacked: list[asyncio.Future[Any]] = []  # the last batch's job-runs changelog writes
+
     async def schedule_batch(batch: list[Any]) -> None:
         now = now_ms()
         out = Outputs()
@@ -296,8 +298,15 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         for event, run_ids in accepted:
             with processing(event):
                 dedup.record(event.message.partition, run_ids, now, runs_view.set)
-        await states_view.apply(send_raw)
-        await runs_view.apply(send_raw, write_order)
+        # The two tables have separate changelogs, and a kill -9 can leave any subset of the
+        # records in flight: a job's new state is written only once every earlier job-runs
+        # record is acknowledged (its run's slot exists on the changelog), and this batch's
+        # job-runs records only once the state is (a successor never finds the run settled
+        # without its state; settling the same result again is harmless).
+        if states_view.holds_writes():
+            await asyncio.gather(*runs_unacked)
+            await asyncio.gather(*await states_view.apply(send_raw))
+        runs_unacked[:] = await runs_view.apply(send_raw, write_order)
         # 3. what follows from them
         for job, internal in out.events:
             value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")

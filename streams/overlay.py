@@ -70,7 +70,10 @@ class Overlay:
             else:
                 self._writes[key] = before
 
-    async def apply(self, send: Send, order: Callable[[str], int] | None = None) -> None:
+    def holds_writes(self) -> bool:
+        return bool(self._writes)
+
+    async def apply(self, send: Send, order: Callable[[str], int] | None = None) -> list[asyncio.Future[Any]]:
         """Write everything held: to the table's RocksDB, and to its changelog, each under the
         partition of the record it was made for.
 
@@ -79,9 +82,10 @@ class Overlay:
         Faust's one-at-a-time table buffer and its per-record bookkeeping, which made
         table writes the schedule step's main cost. The changelog offsets the store
         persists (where a restart resumes reading) are set once per partition, as the
-        acknowledgements arrive."""
+        acknowledgements arrive. Returns the acknowledgements to come, in write order."""
         store = self.table.data
         topic = self.table.changelog_topic.get_topic_name()
+        acks: list[asyncio.Future[Any]] = []
         writes = self._writes.items() if order is None else sorted(self._writes.items(), key=lambda kv: order(kv[0]))
         for key, (event, value) in writes:
             partition = event.message.partition
@@ -95,11 +99,13 @@ class Overlay:
                     store._set(raw_key, raw_value)
             ack = await send(topic, raw_key, raw_value, partition, None)
             ack.add_done_callback(self._acknowledged)
+            acks.append(ack)
         self._writes.clear()
         self._undo.clear()
         for tp, offset in self._acked.items():
             self.table.data.set_persisted_offset(tp, offset)
         self._acked.clear()
+        return acks
 
     def _acknowledged(self, ack: asyncio.Future[Any]) -> None:
         if ack.cancelled() or ack.exception() is not None:
