@@ -20,8 +20,9 @@ schemas/*.avsc alone:
 - lost: events without a job command; duplicate commands: run ids commanded more than
   once; duplicate runs: run ids with more than one result; unfinished: commanded run ids
   without a result;
-- cursor: per job, the last result's final ``count`` against the distinct events of the
-  job (the job adds one per run, so they must be equal);
+- cursor: per job, the highest final ``count`` of its results against the distinct events
+  of the job (the job adds one per run, so they must be equal), and whether its distinct
+  runs started from counts 0..n-1 (each from the state its predecessor left);
 - failover: kill -> first command on each partition the killed worker owned; the longest
   gap in commands on the survivor's partitions around the kill; rebalance moments read
   from the workers' logs; produce -> command latency p50/p99/max and how long after the
@@ -404,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="directory for the broker log, worker logs and datadirs (default: a new temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (always kept with --workdir)")
     ap.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write every command and result read (JSON lines: kind, partition, offset, time, value)")
     args = ap.parse_args(argv)
     if not 1 <= args.jobs <= 1000:
         ap.error("--jobs must be 1..1000")
@@ -563,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         # -- count -------------------------------------------------------------------------
         assert outputs is not None
         report(summary, args, sent, delivered, outputs, victim, survivor, before_kill, extra, exits, lost_where)
+        if args.dump is not None:
+            with args.dump.open("w") as out:
+                for kind, records in (("command", outputs.commands), ("result", outputs.results)):
+                    for r in records:
+                        out.write(json.dumps({"kind": kind, "partition": r.partition, "offset": r.offset,
+                                              "ts": r.ts, "value": r.value}, default=str) + "\n")
     if args.json:
         print(json.dumps(summary, default=str))
     if not args.keep and args.workdir is None:
@@ -592,22 +601,32 @@ def report(summary: dict[str, Any], args: argparse.Namespace, sent: dict[str, tu
     dup_run = {k: v for k, v in res_per_run.items() if v > 1}
     unfinished = [k for k in cmds_per_run if k not in res_per_run]
 
-    # cursor: the last result of each job (results of a job share one partition: offset order)
+    # cursor: the highest count any result of the job reached (a run repeated by a runner after
+    # the kill may write an older count later), and the chain: the distinct runs of a job,
+    # each started from the state its predecessor left, start from 0, 1, ..., n-1
     expected: dict[str, int] = defaultdict(int)
     for eid in delivered:
         expected[sent[eid][0]] += 1
-    last: dict[str, Record] = {}
-    for r in sorted(results, key=lambda r: (r.partition, r.offset)):
-        last[r.value["job"]] = r
+    top: dict[str, int] = {}
+    for r in results:
+        try:
+            count = json.loads(r.value["final_state_json"] or "{}").get("count", 0)
+        except ValueError:
+            continue
+        top[r.value["job"]] = max(top.get(r.value["job"], 0), count)
+    starts: dict[str, dict[str, int]] = defaultdict(dict)  # job -> run id -> initial count
+    for r in commands:
+        try:
+            initial = json.loads(r.value["initial_state_json"] or "{}")
+        except ValueError:
+            continue
+        starts[r.value["job"]][r.value["run_id"]] = initial.get("count", 0)
+    broken_chains = sum(1 for job, n in expected.items() if sorted(starts[job].values()) != list(range(n)))
     exact = under = over = 0
     deficit = surplus = 0
     worst: list[tuple[str, int, int]] = []
     for job, n in expected.items():
-        rec = last.get(job)
-        try:
-            final = json.loads(rec.value["final_state_json"] or "{}").get("count", 0) if rec else 0
-        except ValueError:
-            final = 0
+        final = top.get(job, 0)
         if final == n:
             exact += 1
         elif final < n:
@@ -642,6 +661,7 @@ def report(summary: dict[str, Any], args: argparse.Namespace, sent: dict[str, tu
         "extra_results": sum(v - 1 for v in dup_run.values()), "unfinished_runs": len(unfinished),
         "statuses": dict(statuses), "jobs_with_events": len(expected), "cursor_exact": exact,
         "cursor_under": under, "cursor_over": over, "cursor_missing_counts": deficit, "cursor_extra_counts": surplus,
+        "broken_chains": broken_chains,
         "latency_p50_s": quantile(lat, 0.5), "latency_p99_s": quantile(lat, 0.99),
         "latency_max_s": lat[-1] if lat else float("nan"), "worker_exits": exits,
     })
@@ -713,7 +733,8 @@ def report(summary: dict[str, Any], args: argparse.Namespace, sent: dict[str, tu
     print(f"  duplicate runs (>1 result):      {summary['duplicate_runs']} (+{summary['extra_results']} records)")
     print(f"  unfinished runs (no result):     {summary['unfinished_runs']}")
     print(f"  cursor: {exact}/{len(expected)} jobs exact, {under} under (missing {deficit} counts), "
-          f"{over} over (+{surplus})" + (f"; worst {worst[:3]} (job, events, final count)" if worst else ""))
+          f"{over} over (+{surplus}); {broken_chains} jobs whose runs did not start from 0..n-1"
+          + (f"; worst {worst[:3]} (job, events, final count)" if worst else ""))
     print(f"  latency produce->command: p50 {s(summary['latency_p50_s'])} s, p99 {s(summary['latency_p99_s'])} s, "
           f"max {s(summary['latency_max_s'])} s ({len(lat)} events); before the kill: "
           f"p50 {s(summary['latency_before_kill_p50_s'])} s, p99 {s(summary['latency_before_kill_p99_s'])} s")

@@ -5,13 +5,15 @@ it settles, its run id is recorded here, in the same batch and before the job re
 releases it, so a trigger replayed later is recognised either way.
 
 A Faust table write is a changelog record, so the entries are one per *batch* (key
-``b:<ms>``, a time later than the partition's previous key; value ``[first seen ms,
+``b:<ms>:<partition>``, a time later than the partition's previous key; value ``[first seen ms,
 [run ids]]``), in the ``job-runs`` table: one changelog partition keeps them in order with
 the job records.
 Lookups use a per-run-id index (``r:<run id>`` -> ms) kept in the same RocksDB partition
 database without a changelog; it is brought up to date from the batch entries whenever
 the worker may have gained the partition (after every rebalance), so a worker that takes
-over a partition, or lost its disk, knows every run id the changelog knows.
+over a partition, or lost its disk, knows every run id the changelog knows. The key also
+names the partition (``b:<ms>:<partition>``): two partitions' batches of one millisecond
+are two entries.
 
 All writes must happen while the schedule agent processes a record of the same
 partition: Faust writes a table entry to the changelog partition of the current record.
@@ -32,8 +34,15 @@ _INDEX = b"r:"
 _INDEXED_UP_TO = b"i:indexed-up-to"
 
 
-def batch_key(ms: int) -> str:
-    return f"b:{ms:015d}"  # fixed width: RocksDB's key order is time order
+def batch_key(ms: int, partition: int) -> str:
+    """Fixed width: RocksDB's key order is time order. The partition keeps the keys of two
+    partitions written in one batch and millisecond apart: a table key names one entry,
+    whatever the partition (the schedule step's overlay holds one write per key)."""
+    return f"b:{ms:015d}:{partition}"
+
+
+def batch_ms(key: str) -> int:
+    return int(key[2:17])
 
 
 class RunDedup:
@@ -70,7 +79,7 @@ class RunDedup:
         # Keys are times in ms, each later than the last one this partition has seen, so
         # they sort in the order written even when two batches share a millisecond.
         upto = db.get(_INDEXED_UP_TO)
-        key = batch_key(max(now, int(upto.decode()[2:]) + 1) if upto else now)
+        key = batch_key(max(now, batch_ms(upto.decode()) + 1) if upto else now, partition)
         put(key, [now, run_ids])
         stamp = str(now).encode()
         for run_id in run_ids:

@@ -96,3 +96,45 @@ def test_dedup_entries_expire_after_the_retention(stack: Stack):
     changelog.close()
     commands.close()
     w.stop()
+
+
+def test_every_settled_run_is_on_the_dedup_changelog_of_its_partition(stack: Stack):
+    """A worker that takes over a partition knows a settled run only from the changelog. A
+    burst over 20 jobs puts results of every partition into one schedule batch (one
+    millisecond): counted from outside, each settled run id is in a de-duplication entry of
+    the job-runs changelog partition its result was read from (two partitions' entries of
+    one millisecond once shared a key, and one of them was lost)."""
+    from tests.test_e2e_guarantees import send_all
+
+    w = stack.start_worker(unique("dedup-burst"))
+    w.wait_ready()
+    tag = unique("burst")
+    handlers = [{"id": f"{tag}-{j}", "job": f"load{60 + j}", "event": {"match": {"type": tag, "job": j}}}
+                for j in range(20)]
+    for h in handlers:
+        stack.apply_handler(h, wait=False)
+    stack.wait_logged(f"handler {handlers[-1]['id']} applied")
+    results = stack.reader(stack.topics.run_results)
+    send_all(stack, [{"id": f"{tag}-e{i}", "type": tag, "job": i % 20} for i in range(300)])
+    settled = results.wait_for(lambda m: decode_avro("run_result.avsc", m.value())["handler_id"].startswith(tag),
+                               count=300, timeout=120)
+    where = {decode_avro("run_result.avsc", m.value())["run_id"]: m.partition() for m in settled}
+    assert len(where) == 300
+    assert len(set(where.values())) > 1, "the burst must span several partitions"
+    changelog = stack.reader(f"{stack.app_id}-job-runs-changelog")
+    on_changelog: dict[str, set[int]] = {}
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        changelog.poll_for(0.5)
+        on_changelog = {}
+        for m in changelog.seen:
+            if m.key().startswith(b'"b:') and m.value() is not None:
+                for run_id in json.loads(m.value())[1]:
+                    on_changelog.setdefault(run_id, set()).add(m.partition())
+        if all(where[r] in on_changelog.get(r, ()) for r in where):
+            break
+    missing = sorted(r for r in where if where[r] not in on_changelog.get(r, ()))
+    assert not missing, f"{len(missing)} of 300 settled runs have no de-duplication entry on their partition"
+    changelog.close()
+    results.close()
+    w.stop()
