@@ -58,9 +58,7 @@ def test_a_pending_retry_happens_once_across_a_failover(stack: Stack):
     events.close()
 
 
-@pytest.mark.parametrize("restart", [True, pytest.param(False, marks=pytest.mark.xfail(
-    strict=False, reason="known bug (issue 7 closing note): after a kill -9 with no restart, 1-2 of 30 jobs "
-    "sometimes count one event twice: a run the survivor dispatches again from its queue"))])
+@pytest.mark.parametrize("restart", [True, False])
 def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: bool):
     """1,500 events at 300/s over 30 jobs; one of two workers is killed -9 at 40% (and
     restarted on its datadir, or not). Counted from outside: every event has its command,
