@@ -154,23 +154,28 @@ def main() -> None:
         command = [sys.executable, "-m", "streams", "worker", "--jobs", "bench_jobs", "--datadir",
                    str(work / "worker"), "--loglevel", "warning"]
         if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
-            command = ["py-spy", "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            command = [spy, "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
         worker = subprocess.Popen(command, env=env, cwd=work, stdout=open(work / "worker.log", "wb"),
                                   stderr=subprocess.STDOUT)
         try:
             reader = commands_reader(bs, topics.job_commands)
             stamps: list[float] = []
+            commanded: list[tuple[str, str, float]] = []  # (job, run id, on the broker at)
             end = time.monotonic() + DEADLINE_S
             while len(stamps) < args.events and time.monotonic() < end:
                 for msg in reader.consume(1000, 0.5):
                     if not msg.error():
                         stamps.append(msg.timestamp()[1] / 1000)
+                        cmd = avro.commands().decode(msg.value())
+                        commanded.append((cmd["job"], cmd["run_id"], stamps[-1]))
             if len(stamps) < args.events:
                 print(f"3. signalbox worker: only {len(stamps)} of {args.events} commands in {DEADLINE_S}s")
             else:
                 rate = len(stamps) / (max(stamps) - min(stamps))
                 print(f"3. signalbox worker, {args.handlers} handlers: {rate:>8,.0f} events/s -> commands"
                       f"   ({rate / plain:.1%} of the plain agent)")
+                round_trip(bs, topics, commanded)
 
             # 4. latency at a steady rate
             latencies: list[float] = []
@@ -214,6 +219,46 @@ def main() -> None:
             worker.wait(60)
         if args.profile:
             print_profile(work / "profile.txt")
+
+
+def round_trip(bs: str, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> None:
+    """Where a job's round trip went in phase 3 (medians over its runs): command on the
+    broker -> the runner starts it; the run; its end -> its result on the broker; the result
+    on the broker -> the job's next command on the broker (the schedule step)."""
+    results = commands_reader(bs, topics.run_results)
+    codec = avro.results()
+    by_run: dict[str, tuple[float, float, float]] = {}  # run id -> (started, finished, result on the broker)
+    wanted = {run_id for _, run_id, _ in commanded}
+    end = time.monotonic() + 60
+    while len(by_run) < len(wanted) and time.monotonic() < end:
+        for msg in results.consume(1000, 0.5):
+            if not msg.error():
+                r = codec.decode(msg.value())
+                if r["run_id"] in wanted:
+                    by_run[r["run_id"]] = (r["started_at"].timestamp(), r["finished_at"].timestamp(),
+                                          msg.timestamp()[1] / 1000)
+    results.close()
+    if len(by_run) == len(wanted) and commanded:
+        first = min(at for _, _, at in commanded)
+        last = max(out for _, _, out in by_run.values())
+        print(f"   every run done: {len(by_run)} results in {last - first:.1f} s = {len(by_run) / (last - first):,.0f} "
+              "runs/s (first command to last result)")
+    else:
+        print(f"   only {len(by_run)} of {len(wanted)} results within 60 s")
+    parts: dict[str, list[float]] = {"runner intake": [], "run": [], "result out": [], "schedule step": []}
+    previous: dict[str, str] = {}
+    for job, run_id, at in sorted(commanded, key=lambda c: c[2]):
+        if run_id in by_run:
+            started, finished, out = by_run[run_id]
+            parts["runner intake"].append(started - at)
+            parts["run"].append(finished - started)
+            parts["result out"].append(out - finished)
+        if job in previous and previous[job] in by_run:
+            parts["schedule step"].append(at - by_run[previous[job]][2])
+        previous[job] = run_id
+    print("   round trip, median ms: " + ", ".join(
+        f"{name} {statistics.median(v) * 1000:.0f} (p90 {statistics.quantiles(v, n=10)[8] * 1000:.0f})"
+        for name, v in parts.items() if len(v) >= 2))
 
 
 def chain_rate(bs: str, topics: topics_mod.Topics, n: int) -> None:
