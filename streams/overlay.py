@@ -73,7 +73,7 @@ class Overlay:
     def holds_writes(self) -> bool:
         return bool(self._writes)
 
-    async def apply(self, send: Send, order: Callable[[str], int] | None = None) -> list[asyncio.Future[Any]]:
+    async def apply(self, send: Send, order: Callable[[str, bool], int] | None = None) -> list[asyncio.Future[Any]]:
         """Write everything held: to the table's RocksDB, and to its changelog, each under the
         partition of the record it was made for.
 
@@ -86,7 +86,9 @@ class Overlay:
         store = self.table.data
         topic = self.table.changelog_topic.get_topic_name()
         acks: list[asyncio.Future[Any]] = []
-        writes = self._writes.items() if order is None else sorted(self._writes.items(), key=lambda kv: order(kv[0]))
+        writes = list(self._writes.items())
+        if order is not None:
+            writes.sort(key=lambda kv: order(kv[0], kv[1][1] is _DELETED))
         for key, (event, value) in writes:
             partition = event.message.partition
             raw_key = store._encode_key(key)

@@ -16,10 +16,13 @@ worker: Faust tables behind a write overlay, see ``engine.py``):
   Whether a run id was accepted is answered by the job's ``m:`` record (waiting or
   running) and by the de-duplication entries (``dedup.py``: runs that settled). A crash
   keeps a prefix of the batch's writes (one changelog partition keeps them in order), and
-  the caller writes them in this order: ``q:`` and ``t:`` entries, then de-duplication
-  entries, then ``m:`` records. So whatever prefix survives, a trigger replayed after the
-  crash is recognised (its run waits, runs, or has settled) or queued again in the same
-  place, never twice; a result replayed is settled again only if its run is still running.
+  the caller writes them in this order (``write_order``): new ``q:`` and ``t:`` entries,
+  then de-duplication entries, then ``m:`` records, then the deletions of the ``q:`` and
+  ``t:`` entries the ``m:`` records no longer point to. So whatever prefix survives, a
+  trigger replayed after the crash is recognised (its run waits, runs, or has settled) or
+  queued again in the same place, never twice; a result replayed is settled again only if
+  its run is still running; a job record never points to a queue entry or timer that is
+  gone (``tests/test_runbook_crash.py`` plays every such crash).
 
   a slot is ``{"attempt", "first_ms", "trigger"?, "retry_key"?}``: ``trigger`` is kept
   only for runs with a retry policy, ``retry_key`` while a retry is pending;
@@ -107,10 +110,13 @@ def empty_meta() -> dict[str, Any]:
     return {"running": {}, "head": 0, "tail": 0, "waiting": [], "once": {}, "cron": {}}
 
 
-def write_order(key: str) -> int:
-    """Queue entries and retry timers first, then de-duplication entries, then job
-    records: any prefix of a batch's writes is safe to resume from (module docstring)."""
-    return {"q": 0, "t": 0, "b": 1, "m": 2}.get(key[:1], 3)
+def write_order(key: str, deleted: bool = False) -> int:
+    """New queue entries and retry timers first, then de-duplication entries, then job
+    records, then the queue entries and timers they no longer point to: any prefix of a
+    batch's writes is safe to resume from (module docstring)."""
+    if deleted and key[:1] in ("q", "t"):
+        return 3
+    return {"q": 0, "t": 0, "b": 1, "m": 2}.get(key[:1], 4)
 
 
 class RunBook:
