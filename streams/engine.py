@@ -295,9 +295,13 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         if sent:
             await asyncio.gather(*sent)
         # 2. the tables (queues, slots, states), then the run ids as scheduled
+        per_partition: dict[int, tuple[Any, list[str]]] = {}  # one entry per partition and batch
         for event, run_ids in accepted:
+            partition = event.message.partition
+            per_partition[partition] = (event, per_partition.get(partition, (event, []))[1] + run_ids)
+        for partition, (event, run_ids) in per_partition.items():
             with processing(event):
-                dedup.record(event.message.partition, run_ids, now, runs_view.set)
+                dedup.record(partition, run_ids, now, runs_view.set)
         # The two tables have separate changelogs, and a kill -9 can leave any subset of the
         # records in flight: a job's new state is written only once every earlier job-runs
         # record is acknowledged (its run's slot exists on the changelog), and this batch's
