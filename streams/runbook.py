@@ -7,18 +7,19 @@ worker: Faust tables behind a write overlay, see ``engine.py``):
   reach Kafka in the order they were made):
 
   ``m:<job>``                     ``{"running": {run_id: slot}, "head": h, "tail": t,
-                                  "waiting": [run ids of the queue], "once": {handler id:
-                                  arm token it last fired with}, "cron": {handler id: last
-                                  tick accepted}}``
+                                  "once": {handler id: arm token it last fired with},
+                                  "cron": {handler id: last tick accepted}}``
   ``q:<job>:<seq>``               a trigger waiting its turn (``head <= seq < tail``)
+  ``w:<job>:<run_id>``            the seq of its queue entry: the run waits while
+                                  ``head <= seq < tail`` (else the entry is stale)
   ``t:<due ms>:<job>:<run_id>``   a retry due at that time -> the attempt it starts
 
-  Whether a run id was accepted is answered by the job's ``m:`` record (waiting or
+  Whether a run id was accepted is answered by the job's ``m:`` record and ``w:`` entries (waiting or
   running) and by the de-duplication entries (``dedup.py``: runs that settled). A crash
   keeps a prefix of the batch's writes (one changelog partition keeps them in order), and
-  the caller writes them in this order (``write_order``): new ``q:`` and ``t:`` entries,
-  then de-duplication entries, then ``m:`` records, then the deletions of the ``q:`` and
-  ``t:`` entries the ``m:`` records no longer point to. So whatever prefix survives, a
+  the caller writes them in this order (``write_order``): new ``q:``, ``w:`` and ``t:``
+  entries, then de-duplication entries, then ``m:`` records, then the deletions of the
+  entries the ``m:`` records no longer point to. So whatever prefix survives, a
   trigger replayed after the crash is recognised (its run waits, runs, or has settled) or
   queued again in the same place, never twice; a result replayed is settled again only if
   its run is still running; a job record never points to a queue entry or timer that is
@@ -107,16 +108,20 @@ def backoff_ms(policy: dict[str, Any], attempt: int, rng: random.Random) -> int:
 
 
 def empty_meta() -> dict[str, Any]:
-    return {"running": {}, "head": 0, "tail": 0, "waiting": [], "once": {}, "cron": {}}
+    return {"running": {}, "head": 0, "tail": 0, "once": {}, "cron": {}}
+
+
+def waiting_key(job: str, run_id: str) -> str:
+    return f"w:{job}:{run_id}"
 
 
 def write_order(key: str, deleted: bool = False) -> int:
     """New queue entries and retry timers first, then de-duplication entries, then job
     records, then the queue entries and timers they no longer point to: any prefix of a
     batch's writes is safe to resume from (module docstring)."""
-    if deleted and key[:1] in ("q", "t"):
+    if deleted and key[:1] in ("q", "t", "w"):
         return 3
-    return {"q": 0, "t": 0, "b": 1, "m": 2}.get(key[:1], 4)
+    return {"q": 0, "t": 0, "w": 0, "b": 1, "m": 2}.get(key[:1], 4)
 
 
 class RunBook:
@@ -138,7 +143,8 @@ class RunBook:
         the queue is full: dead-lettered)."""
         run_id, job, handler_id = trigger["run_id"], trigger["job"], trigger["handler_id"]
         meta = self.runs.get(meta_key(job)) or empty_meta()
-        if run_id in meta["running"] or run_id in meta.get("waiting", ()) or seen(run_id):
+        if (run_id in meta["running"] or self._waits(meta, job, run_id) or run_id in meta.get("waiting", ())
+                or seen(run_id)):  # "waiting": the list job records held before the w: entries
             log.info("run %s already scheduled; trigger %s ignored", run_id, trigger["trigger_ref"])
             return
         token = trigger.get("once_token")
@@ -167,8 +173,8 @@ class RunBook:
                 self.runs.set(meta_key(job), meta)
                 return
             self.runs.set(queue_key(job, meta["tail"]), trigger)
+            self.runs.set(waiting_key(job, run_id), meta["tail"])
             meta["tail"] += 1
-            meta.setdefault("waiting", []).append(run_id)
         if token is not None:
             once[handler_id] = token
         self.runs.set(meta_key(job), meta)
@@ -201,13 +207,19 @@ class RunBook:
             trigger = self.runs.get(key)
             self.runs.delete(key)
             meta["head"] += 1
-            waiting = meta.get("waiting") or []
-            if waiting:
-                waiting.pop(0)
             if trigger is None:
                 log.warning("job %s: queue entry %s is missing; skipped", job, key)
                 continue
+            self.runs.delete(waiting_key(job, trigger["run_id"]))
             self._dispatch(meta, trigger, now, out)
+
+    def _waits(self, meta: dict[str, Any], job: str, run_id: str) -> bool:
+        """Whether the run waits in the job's queue (a ``w:`` entry outside head..tail was
+        written before a crash that lost its job record, or not yet deleted)."""
+        if meta["head"] == meta["tail"]:
+            return False
+        seq = self.runs.get(waiting_key(job, run_id))
+        return seq is not None and meta["head"] <= seq < meta["tail"]
 
     # -- retries ----------------------------------------------------------------------
 

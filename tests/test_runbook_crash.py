@@ -4,9 +4,10 @@ The schedule step sends a batch's commands (acknowledged), then its states, then
 ``job-runs`` writes in ``write_order``; a kill keeps any prefix of those writes, and the
 batch's input records, never committed, are processed again by the successor. This test
 plays every such crash, for every batch of a scenario (triggers that queue, runs that
-settle, one that fails and retries), against the pure ``RunBook`` with in-memory stores,
-and checks what an operator would count from outside: every trigger's run is commanded,
-each run id always with one initial state, and the cursor counts every trigger once.
+settle, one that fails and retries, an event replayed while its run waits), against the
+pure ``RunBook`` with in-memory stores, and checks what an operator would count from
+outside: every trigger's run is commanded, each run id always with one initial state, and
+the cursor counts every trigger once.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def play(crash_at: tuple[int, int] | None) -> tuple[list[dict[str, Any]], dict[s
     states: dict[str, Any] = {}
     commands: list[dict[str, Any]] = []
     inbox: deque[tuple[str, dict[str, Any]]] = deque(("trigger", trigger(n, retry=n == 2)) for n in range(5))
+    inbox.append(("trigger", trigger(3)))  # a replayed event while its run waits
     batch = 0
     while inbox and batch < 200:
         kind, record = inbox[0]
