@@ -8,7 +8,9 @@ a tombstone (null value) deletes one. ``schemas/handler.schema.json`` is generat
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +19,7 @@ from . import jsonvalue
 
 HANDLER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+SECRET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 ParamPath = str | list[str | int]
 
@@ -152,13 +155,76 @@ class RetryPolicy(BaseModel):
     )
 
 
+class SecretRef(BaseModel):
+    """A header value taken from a named secret (resolved by the worker, never on a topic)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(pattern=SECRET_NAME_PATTERN, description="Name of the secret.")
+
+
+class WebhookTarget(BaseModel):
+    """Deliver the triggering event to an HTTP endpoint, signed per Standard Webhooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="http:// or https:// URL of the receiver.")
+    method: Literal["POST", "PUT", "PATCH"] = Field(default="POST")
+    headers: dict[str, str | SecretRef] = Field(
+        default_factory=dict,
+        description="Sent as given; a value {secret: NAME} is the named secret's value.",
+    )
+    secret: str | None = Field(
+        default=None, pattern=SECRET_NAME_PATTERN,
+        description="Name of the signing secret (whsec_...), resolved by the worker.",
+    )
+    secrets: list[str] = Field(
+        default_factory=list, description="More signing secret names: every one signs (rotation).",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Per attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("url must not carry credentials: use headers with {secret: NAME}")
+        return url
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(SECRET_NAME_PATTERN, name):
+                raise ValueError(f"secret name {name!r} must match {SECRET_NAME_PATTERN}")
+        return names
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        return ([self.secret] if self.secret else []) + self.secrets
+
+
+# Deliveries retry in the spirit of Standard Webhooks/Svix: seconds, then minutes, then hours.
+WEBHOOK_RETRY = {"attempts": 8, "backoff": {"initial_seconds": 5, "factor": 6, "max_seconds": 36000},
+                 "jitter": 0.2, "max_age_seconds": 3 * 86400}
+WEBHOOK_CONCURRENCY = 10
+
+
 class Handler(BaseModel):
     """One handler: a trigger, a job to start, and the job's parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=HANDLER_ID_PATTERN, description="Unique id; also the record key.")
-    job: str = Field(pattern=JOB_NAME_PATTERN, description="Name of the job to start.")
+    job: str = Field(
+        default="", pattern=f"{JOB_NAME_PATTERN}|^$",
+        description="Name of the job to start (a webhook listener's is webhook.<id>).",
+    )
+    webhook: WebhookTarget | None = Field(
+        default=None, description="Deliver to an HTTP endpoint instead of starting a Python job.",
+    )
     enabled: bool = Field(default=True, description="A disabled handler never fires.")
     event: EventTrigger | None = Field(default=None, description="Fire on events that pass this filter.")
     cron: CronTrigger | None = Field(default=None, description="Fire on a schedule.")
@@ -198,6 +264,22 @@ class Handler(BaseModel):
         return params
 
     @model_validator(mode="after")
+    def _one_target(self) -> Handler:
+        if self.webhook is not None:
+            if self.job and self.job != webhook_job(self.id):
+                raise ValueError("a webhook handler starts no job: leave job out (its runs are job webhook.<id>)")
+            self.job = webhook_job(self.id)
+            if "retry" not in self.model_fields_set:
+                self.retry = RetryPolicy.model_validate(WEBHOOK_RETRY)
+            if "concurrency" not in self.model_fields_set:
+                self.concurrency = WEBHOOK_CONCURRENCY
+        elif not self.job:
+            raise ValueError("job is required (or a webhook target)")
+        elif self.job.startswith("webhook."):
+            raise ValueError("job names starting with 'webhook.' are the deliveries of webhook handlers")
+        return self
+
+    @model_validator(mode="after")
     def _one_trigger(self) -> Handler:
         given = [k for k in ("event", "cron", "after") if getattr(self, k) is not None]
         if len(given) != 1:
@@ -211,6 +293,11 @@ class Handler(BaseModel):
     @property
     def trigger_kind(self) -> str:
         return "event" if self.event is not None else "cron" if self.cron is not None else "after"
+
+
+def webhook_job(handler_id: str) -> str:
+    """The job name of a webhook listener's deliveries."""
+    return "webhook." + re.sub(r"[^A-Za-z0-9._:-]", "_", handler_id)[:190]
 
 
 class InvalidHandler(ValueError):

@@ -21,6 +21,7 @@ from .state_rules import StateDecision, StateLimits
 NEW_STATUS = {"succeeded": "finished", "failed": "failed", "timed_out": "timed_out"}
 FINAL_STATUSES = frozenset(NEW_STATUS.values())
 RETRYING = "retrying"
+STARTED = "started"
 STATUS_EVENT_TYPE = "JobRun Status Change"
 STATE_WARNING_EVENT_TYPE = "JobState Size Warning"
 
@@ -136,6 +137,20 @@ class Settlement:
 def _ms(value: Any) -> int:
     # fastavro gives timestamp-millis back as aware datetimes
     return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+
+
+def started_event(command: dict[str, Any]) -> dict[str, Any]:
+    """The internal status event a runner emits as it starts an attempt (Mistral's
+    TASK_LAUNCHED); flow and catch handlers ignore it."""
+    attempt = command.get("attempt", 1)
+    return {
+        "id": f"{command['run_id']}:status:started:{attempt}",
+        "source": "internal",
+        "event_type": STATUS_EVENT_TYPE,
+        "new_status": STARTED,
+        "job": command["job"], "run_id": command["run_id"], "handler_id": command["handler_id"],
+        "attempt": attempt,
+    }
 
 
 def retrying_event(result: dict[str, Any], retry_in_ms: int) -> dict[str, Any]:

@@ -115,6 +115,16 @@ def waiting_key(job: str, run_id: str) -> str:
     return f"w:{job}:{run_id}"
 
 
+def delivery_of(result: dict[str, Any]) -> dict[str, Any]:
+    """What a delivery's run result says of it (``delivery/webhook.py``), or {}."""
+    try:
+        state = jsonvalue.loads(result.get("final_state_json") or "{}")
+    except ValueError:
+        return {}
+    delivery = state.get("delivery") if isinstance(state, dict) else None
+    return delivery if isinstance(delivery, dict) else {}
+
+
 def write_order(key: str, deleted: bool = False) -> int:
     """New queue entries and retry timers first, then de-duplication entries, then job
     records, then the queue entries and timers they no longer point to: any prefix of a
@@ -299,7 +309,13 @@ class RunBook:
         attempt = slot["attempt"]
         limit = None
         delay = backoff_ms(policy, attempt, self.rng)
-        if attempt >= policy["attempts"]:
+        delivery = delivery_of(result)
+        if delivery.get("retry_after_seconds") is not None:  # the receiver's Retry-After, capped
+            cap = (policy.get("backoff") or {}).get("max_seconds", 300.0) * 1000
+            delay = int(min(max(delay, float(delivery["retry_after_seconds"]) * 1000), cap))
+        if delivery.get("retry") is False:
+            limit = "permanent"
+        elif attempt >= policy["attempts"]:
             limit = "attempts"
         elif policy.get("max_age_seconds") and now + delay - slot["first_ms"] > policy["max_age_seconds"] * 1000:
             limit = "max_age"
@@ -327,8 +343,9 @@ class RunBook:
     def _gave_up(trigger: dict[str, Any], result: dict[str, Any], attempts: int, limit: str) -> DeadLetter:
         """EventBridge's DLQ attributes: which rule, which target, how often, why."""
         error = (result.get("error") or result["status"])[:2000]
-        reason = (f"run {result['run_id']} of job {result['job']} gave up after {attempts} attempts "
-                  f"({'attempts exhausted' if limit == 'attempts' else 'max_age_seconds reached'}): {error}")
+        why = {"attempts": "attempts exhausted", "max_age": "max_age_seconds reached",
+               "permanent": "a permanent failure"}[limit]
+        reason = f"run {result['run_id']} of job {result['job']} gave up after {attempts} attempts ({why}): {error}"
         log.warning("%s", reason)
         body = {"handler_id": trigger["handler_id"], "job": result["job"], "run_id": result["run_id"],
                 "attempts": attempts, "last_status": result["status"], "last_error": result.get("error"),

@@ -20,12 +20,15 @@ import time
 import traceback
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
-from . import avro, jobs, provenance
+from . import avro, jobs, provenance, records
+from .delivery import guard, webhook
+from .handler_set import HandlerSet
 from .settings import Settings
 from .topics import Topics
 
@@ -48,8 +51,11 @@ def emitted_events(run: jobs.Run) -> list[tuple[bytes, list[tuple[str, bytes]]]]
     return out
 
 
-async def execute(command: dict[str, Any], runner_name: str) -> tuple[dict[str, Any], jobs.Run | None]:
+async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None = None,
+                  allow: list[guard.Network] | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
     """Run one decoded job command; returns the run result record and the Run (if started)."""
+    if command["job"].startswith("webhook."):
+        return await execute_delivery(command, runner_name, handlers, allow or []), None
     started = now_ms()
     result: dict[str, Any] = {
         "run_id": command["run_id"],
@@ -98,13 +104,40 @@ async def execute(command: dict[str, Any], runner_name: str) -> tuple[dict[str, 
         return {**result, "status": "failed", "finished_at": now_ms(), "error": text}, run
 
 
+async def execute_delivery(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None,
+                           allow: list[guard.Network]) -> dict[str, Any]:
+    """A webhook handler's run: one delivery attempt (the handler as it is now)."""
+    started = now_ms()
+    result: dict[str, Any] = {
+        "run_id": command["run_id"], "job": command["job"], "handler_id": command["handler_id"],
+        "attempt": command["attempt"], "started_at": started, "runner": runner_name,
+    }
+    handler = handlers.get(command["handler_id"]) if handlers is not None else None
+    if handler is None or handler.webhook is None:
+        outcome = webhook.Outcome(False, None, 0, f"webhook handler {command['handler_id']!r} no longer exists",
+                                  retry=False)
+        host = ""
+    else:
+        host = urlsplit(handler.webhook.url).hostname or ""
+        outcome = await webhook.deliver(handler, command, allow)
+    if outcome.delivered:
+        log.info("run %s: delivered to %s (HTTP %s, %d ms)", command["run_id"], host, outcome.status, outcome.ms)
+    else:
+        log.warning("run %s: delivery to %s failed: %s", command["run_id"], host, outcome.error)
+    return {**result, "status": "succeeded" if outcome.delivered else "failed", "finished_at": now_ms(),
+            "final_state_json": json.dumps(outcome.record(host, command["attempt"]), separators=(",", ":")),
+            "error": None if outcome.delivered else f"webhook to {host}: {outcome.error}"}
+
+
 class Runner(Service):
     """Consumes job commands (group ``<app_id>-runner``) and produces run results."""
 
-    def __init__(self, settings: Settings, topics: Topics, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topics = topics
+        self.handlers = handlers
+        self.allow = guard.parse_allow(settings.delivery_allow)
         self.name_ = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -155,8 +188,8 @@ class Runner(Service):
         last_commit = time.monotonic()
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.settings.runner_concurrency)
-            for tp, records in batches.items():
-                for record in records:
+            for tp, fetched in batches.items():
+                for record in fetched:
                     await slots.acquire()
                     task = asyncio.create_task(self._run_one(record.value, record.offset, tp, slots))
                     pending.setdefault(tp, deque()).append((record.offset, task))
@@ -176,7 +209,11 @@ class Runner(Service):
                 log.error("runner: skipping undecodable job command at %s/%s/%s: %s",
                           tp.topic, tp.partition, offset, exc)
                 return
-            result, run = await execute(command, self.name_)
+            # Mistral's TASK_LAUNCHED, keyed by job like the other status events (one partition: in order)
+            started = json.dumps(records.started_event(command), separators=(",", ":")).encode()
+            await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
+                                      headers=provenance.emitted_by(command["job"], command["run_id"]))
+            result, run = await execute(command, self.name_, self.handlers, self.allow)
         finally:
             slots.release()
         sent = [

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # triggers a job may have waiting for its turn; one more is dead-lettered
     job_queue_max: int = Field(default=1000, ge=1)
     cron_interval_seconds: float = 1.0
+    # networks deliveries may reach although the SSRF guard refuses them (delivery/guard.py)
+    delivery_allow: str = ""
     web_port: int | None = None
     log_level: str = "info"
 

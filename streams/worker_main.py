@@ -33,7 +33,7 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     engine = build_app(settings, topics)
     services = []
     if runner:
-        services.append(Runner(settings, topics, loop=engine.app.loop))
+        services.append(Runner(settings, topics, engine.handlers, loop=engine.app.loop))
     worker = Worker(engine.app, *services, loglevel=loglevel, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG at levels >= WARNING, which
     # makes every debug call in the hot path build a log record (10% of a busy worker).

@@ -1,0 +1,238 @@
+"""Webhook deliveries: the address guard and the signature without a network, then real
+deliveries to a real HTTP server on loopback through a real worker and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import standardwebhooks
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from streams.delivery import guard, secrets, signing
+from streams.handlers import InvalidHandler, parse_handler
+from tests.conftest import Stack, WorkerProcess, result, unique
+from tests.receiver import Receiver, json_of
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
+
+
+# -- the guard, with no network at all ---------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+                                     "127.0.0.1", "0.0.0.0", "::1", "fc00::1", "fe80::1", "::ffff:10.0.0.1",
+                                     "::ffff:127.0.0.1", "::10.0.0.1", "2002:a00:1::1", "224.0.0.1"])
+def test_the_guard_refuses_internal_addresses(address: str) -> None:
+    assert guard.refusal(address, []) is not None
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"])
+def test_the_guard_lets_public_addresses_through(address: str) -> None:
+    assert guard.refusal(address, []) is None
+
+
+def test_the_allow_list_opens_exactly_its_networks() -> None:
+    allow = guard.parse_allow("127.0.0.1, 10.1.0.0/16")
+    assert guard.refusal("127.0.0.1", allow) is None
+    assert guard.refusal("10.1.2.3", allow) is None
+    assert guard.refusal("127.0.0.2", allow) is not None
+    assert guard.refusal("10.2.0.1", allow) is not None
+
+
+class FixedAnswers(AbstractResolver):
+    """A name server stand-in: the test's own answers, no network."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+                              proto=0, flags=0) for a in self.addresses]
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_name_with_a_public_and_a_private_address_connects_only_to_the_public_one() -> None:
+    resolver = guard.GuardedResolver([], FixedAnswers(["10.0.0.7", "93.184.216.34", "169.254.169.254"]))
+    kept = asyncio.run(resolver.resolve("mixed.example", 443))
+    assert [a["host"] for a in kept] == ["93.184.216.34"]
+
+
+def test_a_name_with_only_internal_addresses_is_refused_naming_each() -> None:
+    resolver = guard.GuardedResolver([], FixedAnswers(["10.0.0.7", "::1"]))
+    with pytest.raises(guard.RefusedTarget) as refused:
+        asyncio.run(resolver.resolve("internal.example", 80))
+    assert "10.0.0.7 is a private address" in str(refused.value) and "::1 is a loopback" in str(refused.value)
+
+
+# -- the signature, checked with the Standard Webhooks library --------------------------
+
+
+def test_signatures_verify_with_the_standard_webhooks_library_for_every_secret() -> None:
+    body = b'{"type":"run.finished","id":"r1","data":{}}'
+    now = int(time.time())
+    header = signing.signature([SECRET, OLD_SECRET], "r1", now, body)
+    assert header.count("v1,") == 2
+    headers = {"webhook-id": "r1", "webhook-timestamp": str(now), "webhook-signature": header}
+    for secret in (SECRET, OLD_SECRET):
+        assert standardwebhooks.Webhook(secret).verify(body, headers) == json.loads(body)
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(SECRET).verify(body + b" ", headers)
+
+
+def test_a_secret_is_resolved_by_name_and_a_missing_one_is_named_not_shown(monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Any) -> None:
+    monkeypatch.setenv(secrets.env_name("billing-hook"), SECRET)
+    assert secrets.resolve("billing-hook") == SECRET
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"other": OLD_SECRET}))
+    monkeypatch.setenv("SIGNALBOX_SECRETS_FILE", str(path))
+    assert secrets.resolve("other") == OLD_SECRET
+    with pytest.raises(secrets.MissingSecret, match="'absent'"):
+        secrets.resolve("absent")
+
+
+@pytest.mark.parametrize("webhook, message", [
+    ({"url": "file:///etc/passwd"}, "http:// or https://"),
+    ({"url": "http://user:pw@example.com/"}, "credentials"),
+    ({"url": "https://example.com/", "secret": "bad name!"}, "secret"),
+    ({"url": "https://example.com/", "headers": {"Authorization": {"value": "inline"}}}, "secret"),
+])
+def test_bad_webhook_targets_are_refused_with_the_path(webhook: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidHandler, match=message):
+        parse_handler({"id": "w", "event": {"match": {"type": "x"}}, "webhook": webhook})
+
+
+# -- real deliveries ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hook_worker(stack: Stack) -> Iterator[WorkerProcess]:
+    w = stack.start_worker("delivery", env={"SIGNALBOX_DELIVERY_ALLOW": "127.0.0.1/32",
+                                            secrets.env_name("hook"): SECRET,
+                                            secrets.env_name("api-token"): "token-123"})
+    w.wait_ready()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+FAST_RETRY = {"attempts": 4, "backoff": {"initial_seconds": 0.2, "factor": 1, "max_seconds": 5}}
+
+
+def test_a_webhook_is_retried_on_503_with_one_id_and_retry_after_then_delivered_signed(
+        stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
+    receiver.answers = [(503, {"Retry-After": "1"}, 0.0), (503, {}, 0.0)]
+    kind = unique("order")
+    h = {"id": unique("hook"), "event": {"match": {"type": kind}}, "retry": FAST_RETRY,
+         "webhook": {"url": f"{receiver.url}/orders", "secret": "hook",
+                     "headers": {"X-Team": "billing", "Authorization": {"secret": "api-token"}}}}
+    stack.apply_handler(h)
+    event = {"id": unique("e"), "type": kind, "order": {"id": 7}}
+    stack.send_event(event)
+    got = receiver.wait_for("/orders", count=3)
+    time.sleep(1.0)
+    assert len(receiver.received) == 3, "delivered once it succeeded, never again"
+    assert len({r.headers["webhook-id"] for r in got}) == 1
+    assert got[1].at - got[0].at >= 0.95, "Retry-After: 1 was honoured"
+    for r in got:
+        assert r.method == "POST" and r.headers["X-Team"] == "billing" and r.headers["Authorization"] == "token-123"
+        assert standardwebhooks.Webhook(SECRET).verify(r.body, r.headers) == json_of(r)
+    body = json_of(got[-1])
+    assert body["type"] == kind and body["data"] == event and body["id"] == got[-1].headers["webhook-id"]
+    results = stack.reader(stack.topics.run_results)
+    done = results.wait_for(lambda m: result(m)["handler_id"] == h["id"], count=3)
+    assert [result(m)["status"] for m in done] == ["failed", "failed", "succeeded"]
+    delivery = json.loads(result(done[-1])["final_state_json"])["delivery"]
+    assert delivery["status"] == 200 and delivery["attempt"] == 3 and delivery["host"] == "127.0.0.1"
+    assert "token-123" not in hook_worker.log_text() and SECRET not in hook_worker.log_text()
+    results.close()
+
+
+def test_a_400_is_permanent_one_attempt_and_a_dead_letter_with_the_response(
+        stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
+    receiver.answers = [(400, {}, 0.0)]
+    kind = unique("bad")
+    h = {"id": unique("hook400"), "event": {"match": {"type": kind}}, "retry": FAST_RETRY,
+         "webhook": {"url": f"{receiver.url}/bad", "secret": "hook"}}
+    stack.apply_handler(h)
+    stack.send_event({"id": unique("e"), "type": kind})
+    receiver.wait_for("/bad")
+    dead = stack.reader(stack.topics.dead_letter)
+    [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
+    reason = dict(letter.headers() or [])["reason"].decode()
+    assert "a permanent failure" in reason and "HTTP 400" in reason and "answer 400" in reason
+    time.sleep(1.5)
+    assert len(receiver.received) == 1
+    dead.close()
+
+
+def test_a_target_slower_than_its_timeout_is_retried(stack: Stack, hook_worker: WorkerProcess,
+                                                     receiver: Receiver) -> None:
+    receiver.answers = [(200, {}, 3.0)]
+    kind = unique("slow")
+    h = {"id": unique("hookslow"), "event": {"match": {"type": kind}}, "retry": FAST_RETRY,
+         "webhook": {"url": f"{receiver.url}/slow", "timeout_seconds": 1}}
+    stack.apply_handler(h)
+    stack.send_event({"id": unique("e"), "type": kind})
+    got = receiver.wait_for("/slow", count=2)
+    assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
+    results = stack.reader(stack.topics.run_results)
+    [first, second] = results.wait_for(lambda m: result(m)["handler_id"] == h["id"], count=2)
+    assert "timed out after 1s" in result(first)["error"] and result(second)["status"] == "succeeded"
+    results.close()
+
+
+def test_mistral_listener_gets_started_then_finished_and_failed(stack: Stack, hook_worker: WorkerProcess,
+                                                                receiver: Receiver) -> None:
+    """A listener on two jobs' lifecycle: a job that succeeds, one that raises."""
+    ok, bad = unique("ok"), unique("bad")
+    jobs = {"tick4": ok, "explode2": bad}
+    for job, kind in jobs.items():
+        stack.apply_handler({"id": kind, "job": job, "event": {"match": {"type": kind}}})
+    listener = {"id": unique("mistral"), "retry": FAST_RETRY,
+                "event": {"match": {"source": "internal"},  # any of: an EventBridge pattern
+                          "pattern": {"job": list(jobs), "new_status": ["started", "finished", "failed"]}},
+                "webhook": {"url": f"{receiver.url}/lifecycle", "secret": "hook"}}
+    stack.apply_handler(listener)
+    for kind in jobs.values():
+        stack.send_event({"id": unique("e"), "type": kind, "n": 1})
+    got = receiver.wait_for("/lifecycle", count=4)
+    seen = [(json_of(r)["data"]["job"], json_of(r)["type"]) for r in got]
+    assert sorted(seen) == sorted([("tick4", "run.started"), ("tick4", "run.finished"),
+                                   ("explode2", "run.started"), ("explode2", "run.failed")])
+    for job in jobs:
+        order = [t for j, t in seen if j == job]
+        assert order[0] == "run.started", f"{job}: {order}"
+    time.sleep(1.0)
+    assert len(receiver.received) == 4, "a delivery's own lifecycle starts no delivery"
+
+
+def test_webhook_secrets_never_reach_a_topic(stack: Stack, hook_worker: WorkerProcess) -> None:
+    """Everything the module's deliveries wrote, read from outside: no secret value."""
+    for topic in (stack.topics.handlers, stack.topics.job_commands, stack.topics.run_results,
+                  stack.topics.dead_letter, stack.topics.events):
+        reader = stack.reader(topic)
+        reader.poll_for(2.0)
+        for m in reader.seen:
+            blob = (m.value() or b"") + b"".join(v or b"" for _, v in (m.headers() or []))
+            assert SECRET.encode() not in blob and b"token-123" not in blob, topic
+        reader.close()
+    assert os.environ.get(secrets.env_name("hook")) is None  # the test process never had it
