@@ -29,7 +29,8 @@ def test_worker_with_deleted_rocksdb_gets_job_state_back_from_changelog(stack: S
         results.wait_for(lambda m, run=run: decode_avro("run_result.avsc", m.value())["run_id"] == run)
     # settle writes the state before it emits the status event
     events = stack.reader(stack.topics.events)
-    events.wait_for(lambda m, run=run: b'"source":"internal"' in m.value() and run.encode() in m.value())
+    events.wait_for(lambda m, run=run: b'"source":"internal"' in m.value() and run.encode() in m.value()
+                    and b'"new_status":"finished"' in m.value())
     events.close()
     assert first.stop() == 0
     shutil.rmtree(first.datadir)

@@ -23,13 +23,14 @@ def by_run(rid: str):
 
 
 def internal(run: str, event_type: str = "JobRun Status Change"):
+    """The run's status events from the schedule step (not the runner's "started")."""
     def pred(m: Message) -> bool:
         try:
             e = json.loads(m.value())
         except ValueError:  # the dead-letter tests put non-JSON records on the events topic
             return False
         return (isinstance(e, dict) and e.get("source") == "internal" and e.get("run_id") == run
-                and e.get("event_type") == event_type)
+                and e.get("event_type") == event_type and e.get("new_status") != "started")
     return pred
 
 
