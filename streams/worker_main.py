@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from confluent_kafka.admin import AdminClient
@@ -13,8 +12,6 @@ from . import topics as topics_mod
 from .engine import build_app
 from .runner import Runner
 from .settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
@@ -38,6 +35,7 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     # Faust's terminal spinner sets the root logger to DEBUG at levels >= WARNING, which
     # makes every debug call in the hot path build a log record (10% of a busy worker).
     worker.spinner = None
-    log.info("jobs registered: %s", ", ".join(jobs.names()) or "(none)")
+    # Faust configures logging only in execute_from_commandline: print, so it is always seen.
+    print(f"signalbox worker: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0
