@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", parents=[common], help="run a worker (match, schedule, settle, runner)")
-    p.add_argument("--jobs", action="append", default=[], metavar="MODULE", help="import MODULE (in the current directory or on the path) or a .py FILE for its @job functions")
+    p.add_argument("--jobs", action="append", default=[], metavar="MODULE|FILE",
+                   help="import MODULE (current directory first, then the path) or a .py FILE for its @job functions")
     p.add_argument("--datadir", help="RocksDB directory of this worker (env SIGNALBOX_DATADIR)")
     p.add_argument("--web-port", type=int, help="serve Faust's web views on 127.0.0.1:PORT")
     p.add_argument("--no-runner", action="store_true", help="do not run jobs here (external executors do)")
