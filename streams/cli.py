@@ -42,6 +42,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def connect(args: argparse.Namespace) -> Settings:
+    """The settings of a command that talks to Kafka, once a bootstrap server answers."""
+    settings = settings_from(args)
+    try:
+        client.check_broker(settings.bootstrap_servers)
+    except client.BrokerUnreachable as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT if isinstance(exc, client.BadAddress) else EXIT_FAIL) from None
+    return settings
+
+
 def load_topics(settings: Settings) -> topics_mod.Topics:
     try:
         return topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
@@ -50,14 +60,14 @@ def load_topics(settings: Settings) -> topics_mod.Topics:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return client.admin(settings.bootstrap_servers)
 
 
 # -- topics ---------------------------------------------------------------------------
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     a = admin(settings)
     if args.action == "create":
@@ -82,7 +92,7 @@ def current_handlers(settings: Settings, topics: topics_mod.Topics) -> dict[str,
 
 
 def cmd_handlers(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     if args.action == "apply":
         found, errors = load_handlers([Path(p) for p in args.paths])
@@ -176,7 +186,7 @@ def _event_lines(args: argparse.Namespace) -> Iterable[tuple[str, str]]:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     if args.event is None and not args.file:
         raise CliError("give an event as JSON, '-' for stdin, or --file FILE", EXIT_BAD_INPUT)
@@ -194,7 +204,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     if args.handler_id not in current_handlers(settings, topics):
         raise CliError(f"no handler {args.handler_id!r} on {topics.handlers}")
@@ -235,7 +245,7 @@ def format_command(c: dict[str, Any]) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     return tail(settings, topics, args.commands, args.from_beginning, args.count, args.timeout, args.json)
 
@@ -281,7 +291,7 @@ def read_table(settings: Settings, table: str) -> dict[bytes, bytes | None]:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    latest = read_table(settings_from(args), "job-state")
+    latest = read_table(connect(args), "job-state")
     value = latest.get(json.dumps(args.job).encode())  # Faust writes JSON keys
     if value is None:
         raise CliError(f"no stored state for job {args.job!r}")
@@ -304,7 +314,7 @@ def job_rows(latest: dict[bytes, bytes | None], only: list[str]) -> list[dict[st
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    rows = job_rows(read_table(settings_from(args), "job-runs"), args.job)
+    rows = job_rows(read_table(connect(args), "job-runs"), args.job)
     if args.job and not rows:
         raise CliError(f"no runs recorded for {', '.join(args.job)}")
     for row in rows:
@@ -328,7 +338,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from .worker_main import run_worker
 
-    settings = settings_from(args)
+    settings = connect(args)
     if args.datadir:
         settings.datadir = Path(args.datadir)
     if args.web_port:
@@ -349,7 +359,7 @@ def cmd_test_match(args: argparse.Namespace) -> int:
         if args.file is None:
             raise CliError("give FILE (JSON lines, '-' for stdin), or --live EVENT", EXIT_BAD_INPUT)
         return dry_run.main([args.file])
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     live = []
     for handler_id, value in sorted(current_handlers(settings, topics).items()):
@@ -384,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
     common.add_argument("--broker-kind", choices=["kafka", "tansu"],
                         help="'tansu' enables the embedded broker's workarounds (env SIGNALBOX_BROKER_KIND)")
+    common.add_argument("-v", "--verbose", action="store_true", help="show librdkafka's own log lines")
 
     parser = argparse.ArgumentParser(prog="signalbox", description="Event-triggered jobs on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -471,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    client.set_verbose(getattr(args, "verbose", False))
     try:
         return int(args.func(args))
     except CliError as exc:

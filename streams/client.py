@@ -1,5 +1,8 @@
 """Plain confluent-kafka clients for the CLI: produce, read a topic to its end, follow it.
 
+Every client keeps librdkafka's own log lines off unless ``set_verbose(True)`` (the CLI's
+``-v``): a wrong address is reported once, by ``check_broker``, not by hundreds of retries.
+
 Producers use the murmur2 partitioner (Java's and aiokafka's default), so a record keyed
 by job lands on the same partition whichever client wrote it; librdkafka's own default
 (CRC32) would break the co-partitioning of the job-keyed topics.
@@ -7,9 +10,11 @@ by job lands on the same partition whichever client wrote it; librdkafka's own d
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -21,17 +26,96 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
+
+DEFAULT_PORT = 9092
+_verbose = False
+
+
+def set_verbose(on: bool) -> None:
+    """Let librdkafka print its own log lines (off by default)."""
+    global _verbose
+    _verbose = on
+
+
+def config(bootstrap: str, **extra: object) -> dict[str, Any]:
+    """The settings every CLI client starts from."""
+    quiet: dict[str, Any] = {} if _verbose else {"log_level": 0, "log.connection.close": False}
+    return {"bootstrap.servers": bootstrap, **quiet, **extra}
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient(config(bootstrap))
+
+
+class BrokerUnreachable(Exception):
+    """No bootstrap server answered; the message names each address and its cause."""
+
+
+class BadAddress(BrokerUnreachable):
+    """A bootstrap address that is not HOST:PORT."""
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    address = address.strip().split("://", 1)[-1]
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:  # no port (or a bare IPv6 address)
+        host, port = address, str(DEFAULT_PORT)
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise BadAddress(f"bootstrap server {address!r} is not HOST:PORT") from None
+
+
+def _probe(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connection to host:port fails (None: it connects)."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"unresolvable ({exc.strerror})"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"timeout (no TCP answer within {timeout:g}s)"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def check_broker(bootstrap: str, timeout: float = 5.0) -> None:
+    """Return when a bootstrap server answers a Kafka metadata request within ``timeout``;
+    else raise BrokerUnreachable with one line: each address and why (unresolvable,
+    connection refused, timeout)."""
+    addresses = [a.strip() for a in bootstrap.split(",") if a.strip()]
+    if not addresses:
+        raise BrokerUnreachable("no bootstrap servers given")
+    causes = []
+    for address in addresses:
+        cause = _probe(*_host_port(address), timeout)
+        if cause is None:
+            break
+        causes.append(f"{address}: {cause}")
+    else:
+        raise BrokerUnreachable(f"cannot reach Kafka at {'; '.join(causes)}")
+    try:
+        admin(bootstrap).list_topics(timeout=timeout)
+    except KafkaException:
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: timeout (no Kafka answer within {timeout:g}s)"
+                                ) from None
 
 
 def producer(bootstrap: str, **extra: object) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5, **extra})
+    return Producer(config(bootstrap, partitioner="murmur2_random", **{"linger.ms": 5, **extra}))
 
 
 def produce_all(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]], timeout: float = 30.0,
                 headers: list[tuple[str, bytes]] | None = None) -> None:
     """Produce (topic, key, value) records and wait until every one is acknowledged."""
-    p = producer(bootstrap)
     errors: list[str] = []
+    client_errors: list[str] = []
+    p = producer(bootstrap, error_cb=lambda err: client_errors.append(str(err.str())))
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -42,18 +126,18 @@ def produce_all(bootstrap: str, records: list[tuple[str, bytes | None, bytes | N
         p.poll(0)
     remaining = p.flush(timeout)
     if remaining or errors:
-        raise KafkaException(f"{remaining} record(s) not delivered; {'; '.join(errors)}")
+        reasons = errors or client_errors[-1:] or [f"no acknowledgement within {timeout:g}s"]
+        raise KafkaException(f"{remaining or len(errors)} record(s) not delivered: {'; '.join(reasons)}")
 
 
 def _consumer(bootstrap: str, **extra: object) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": bootstrap,
+    return Consumer(config(bootstrap, **{
         "group.id": f"signalbox-cli-{uuid.uuid4()}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "fetch.wait.max.ms": 50,
         **extra,
-    })
+    }))
 
 
 def _assign(consumer: Consumer, topic: str, offset: int, timeout: float) -> int:

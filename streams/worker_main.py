@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from confluent_kafka.admin import AdminClient
 from faust import Worker
 
-from . import jobs
+from . import client, jobs
 from . import topics as topics_mod
 from .engine import build_app
 from .runner import Runner
@@ -16,7 +15,7 @@ from .settings import Settings
 
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
                loglevel: str = "info") -> int:
-    problems = topics_mod.check(AdminClient({"bootstrap.servers": settings.bootstrap_servers}), topics)
+    problems = topics_mod.check(client.admin(settings.bootstrap_servers), topics)
     if problems:
         print("signalbox worker: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
         for line in problems:

@@ -3,14 +3,19 @@ and real ``signalbox`` processes."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import WAIT, Stack
+from tests.conftest import ROOT, WAIT, Stack
 
 pytestmark = pytest.mark.broker
 
@@ -54,3 +59,72 @@ def test_worker_imports_jobs_from_the_current_directory_and_from_a_file(stack: S
     missing = subprocess.run([str(SIGNALBOX), "worker", "--jobs", "./jobs/nope.py", "--datadir", str(tmp_path / "d2")],
                              env=env, cwd=project, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "nope.py" in missing.stderr, missing.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _not_kafka() -> Iterator[str]:
+    """A loopback port that accepts connections and closes them without a word."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _cli(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNALBOX_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "streams", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    return out, time.monotonic() - start
+
+
+@pytest.mark.parametrize("command", [["send", '{"a": 1}'], ["handlers", "list"], ["tail"], ["topics", "check"],
+                                     ["state", "j"], ["run", "h"]])
+def test_a_closed_port_fails_fast_with_one_line(command: list[str]):
+    address = f"127.0.0.1:{_closed_port()}"
+    out, took = _cli(*command, "--bootstrap-servers", address)
+    assert out.returncode == 1, out
+    assert took < 10, took
+    assert out.stderr.splitlines() == [f"signalbox: cannot reach Kafka at {address}: connection refused"], out.stderr
+    assert out.stdout == ""
+
+
+def test_an_unresolvable_name_fails_fast_with_one_line():
+    out, took = _cli("send", '{"a": 1}', "--bootstrap-servers", "nonexistent.invalid:9092")
+    assert out.returncode == 1 and took < 10, (out, took)
+    [line] = out.stderr.splitlines()
+    assert line.startswith("signalbox: cannot reach Kafka at nonexistent.invalid:9092: unresolvable"), line
+
+
+def test_a_port_that_does_not_speak_kafka_times_out_and_verbose_shows_librdkafka():
+    with _not_kafka() as address:
+        out, took = _cli("handlers", "list", "--bootstrap-servers", address)
+        assert out.returncode == 1 and took < 15, (out, took)
+        assert out.stderr.splitlines() == [
+            f"signalbox: cannot reach Kafka at {address}: timeout (no Kafka answer within 5s)"], out.stderr
+        verbose, _ = _cli("handlers", "list", "-v", "--bootstrap-servers", address)
+    assert verbose.returncode == 1
+    assert "rdkafka" in verbose.stderr and len(verbose.stderr.splitlines()) > 1, verbose.stderr
