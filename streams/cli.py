@@ -124,14 +124,22 @@ def cmd_handlers(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "arm":
         if args.id not in current:
-            raise CliError(f"no handler {args.id!r} on {topics.handlers}")
+            raise CliError(f"no handler {args.id!r} on {topics.handlers}", EXIT_BAD_INPUT)
+        try:
+            once = handlers.parse_handler(current[args.id], key=args.id).once
+        except handlers.InvalidHandler as exc:
+            raise CliError(f"handler {args.id!r} is invalid, nothing to arm: {exc}", EXIT_BAD_INPUT) from None
+        if not once:
+            raise CliError(f"handler {args.id!r} is not a once-handler (it fires on every match): "
+                           "nothing to arm; add 'once: true' to make it a listener", EXIT_BAD_INPUT)
         # A once-handler is armed by every new version of it: publish the same value again.
         client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), current[args.id])])
         print(f"armed {args.id}")
         return EXIT_OK
     # delete
     if args.id not in current and not args.force:
-        raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)")
+        raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)",
+                       EXIT_BAD_INPUT)
     client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
     print(f"deleted {args.id}")
     return EXIT_OK
@@ -206,19 +214,37 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = connect(args)
     topics = load_topics(settings)
-    if args.handler_id not in current_handlers(settings, topics):
-        raise CliError(f"no handler {args.handler_id!r} on {topics.handlers}")
     try:
-        params = json.loads(args.params)
+        given = json.loads(args.params)
     except ValueError as exc:
         raise CliError(f"--params: {exc}", EXIT_BAD_INPUT) from None
-    if not isinstance(params, dict):
+    if not isinstance(given, dict):
         raise CliError("--params must be a JSON object", EXIT_BAD_INPUT)
+    current = current_handlers(settings, topics)
+    if args.handler_id not in current:
+        raise CliError(f"no handler {args.handler_id!r} on {topics.handlers}", EXIT_BAD_INPUT)
+    try:
+        handler = handlers.parse_handler(current[args.handler_id], key=args.handler_id)
+    except handlers.InvalidHandler as exc:
+        raise CliError(f"handler {args.handler_id!r} is invalid: {exc}", EXIT_BAD_INPUT) from None
+    params, missing = run_params(handler, given)
+    if missing and not args.allow_missing:
+        example = json.dumps({name: "..." for name in missing})
+        raise CliError(f"handler {args.handler_id!r} declares params with no value: {', '.join(missing)} "
+                       f"(give them with --params '{example}', or --allow-missing to run without)", EXIT_BAD_INPUT)
     request_id = f"run-{uuid.uuid4()}"
     event = records.run_request(args.handler_id, params, request_id)
     client.produce_all(settings.bootstrap_servers, [(topics.events, None, json.dumps(event).encode())])
     print(f"requested a run of {args.handler_id} (request {request_id})")
     return EXIT_OK
+
+
+def run_params(handler: handlers.Handler, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A run-now's params: ``given`` (--params) over the handler's constants (cron.params);
+    and the params the handler declares that still have no value."""
+    constants = handler.cron.params if handler.cron is not None else {}
+    params = {**constants, **given}
+    return params, sorted(name for name in handler.params if name not in params)
 
 
 # -- tail / state ---------------------------------------------------------------------
@@ -358,7 +384,7 @@ def cmd_test_match(args: argparse.Namespace) -> int:
     if args.live is None:
         if args.file is None:
             raise CliError("give FILE (JSON lines, '-' for stdin), or --live EVENT", EXIT_BAD_INPUT)
-        return dry_run.main([args.file])
+        return dry_run.main([args.file], strict=args.strict)
     settings = connect(args)
     topics = load_topics(settings)
     live = []
@@ -369,32 +395,40 @@ def cmd_test_match(args: argparse.Namespace) -> int:
             print(f"skipping invalid handler {handler_id}: {exc}", file=sys.stderr)
     texts = sys.stdin if args.live == "-" else [args.live]
     headers = {k: v for k, v in ((provenance.CREATOR, args.creator), (provenance.EMITTED_BY_JOB, args.emitted_by)) if v}
+    erred = 0
     for text in texts:
         if not text.strip():
             continue
         try:
             event = jsonvalue.load_object(text.encode())
         except jsonvalue.NotAJsonObject as exc:
+            erred += 1
             print(jsonvalue.dumps({"fires": [], "error": str(exc)}))
             continue
         fires = [f for f in dry_run.firing_handlers(live, event)
                  if provenance.constraints_hold(next(h for h in live if h.id == f["id"]).event, headers)]
         print(jsonvalue.dumps({"fires": fires, "error": None}), flush=True)
+    if args.strict and erred:
+        raise CliError(f"test-match: {erred} event(s) reported an error", EXIT_BAD_INPUT)
     return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------
 
 
+def add_kafka_options(target: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    target.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    target.add_argument("--topics-file", type=Path, help="topics.yaml to use (env SIGNALBOX_TOPICS_FILE)")
+    target.add_argument("--topic-prefix", help="prefix for every topic name (env SIGNALBOX_TOPIC_PREFIX)")
+    target.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
+    target.add_argument("--broker-kind", choices=["kafka", "tansu"],
+                        help="'tansu' enables the embedded broker's workarounds (env SIGNALBOX_BROKER_KIND)")
+    target.add_argument("-v", "--verbose", action="store_true", help="show librdkafka's own log lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
-    common.add_argument("--topics-file", type=Path, help="topics.yaml to use (env SIGNALBOX_TOPICS_FILE)")
-    common.add_argument("--topic-prefix", help="prefix for every topic name (env SIGNALBOX_TOPIC_PREFIX)")
-    common.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
-    common.add_argument("--broker-kind", choices=["kafka", "tansu"],
-                        help="'tansu' enables the embedded broker's workarounds (env SIGNALBOX_BROKER_KIND)")
-    common.add_argument("-v", "--verbose", action="store_true", help="show librdkafka's own log lines")
+    add_kafka_options(common)
 
     parser = argparse.ArgumentParser(prog="signalbox", description="Event-triggered jobs on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -404,8 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("topics", parents=[common], help="create or check the topics of topics.yaml")
-    p.add_argument("action", choices=["create", "check"])
-    p.set_defaults(func=cmd_topics)
+    ts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ts.add_parser("create", parents=[common], help="create the missing topics of topics.yaml, then check them all",
+                      description="Creates the topics of topics.yaml the broker lacks, then compares every one "
+                      "with topics.yaml (exit 2 on a difference).")
+    a.set_defaults(func=cmd_topics)
+    a = ts.add_parser("check", parents=[common], help="compare the broker's topics with topics.yaml",
+                      description="Compares the broker's topics with topics.yaml: one line per differing field "
+                      "on stderr and exit 2, else exit 0. Creates nothing.")
+    a.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("handlers", parents=[common], help="apply, list or delete handlers")
     hs = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -433,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="start a handler's job now (OpenFn's run button)")
     p.add_argument("handler_id")
-    p.add_argument("--params", default="{}", help="the run's parameters, a JSON object")
+    p.add_argument("--params", default="{}", help="the run's parameters, a JSON object (over the handler's "
+                   "constant cron.params); every param the handler declares needs a value")
+    p.add_argument("--allow-missing", action="store_true", help="run even if declared params have no value")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", parents=[common], help="run a worker (match, schedule, settle, runner)")
@@ -464,14 +507,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("test-match", parents=[common], help="dry-run filters (no broker), or ask the live handlers",
+    p = sub.add_parser("test-match", help="dry-run filters (no broker), or ask the live handlers",
                        description="test-match FILE: each line {\"handler\"|\"filter\": ..., \"event\": ...} gives "
                        "one line {\"matched\", \"params\", \"error\"}; no broker needed. "
-                       "test-match --live EVENT: which handlers on the handlers topic would fire for EVENT.")
+                       "test-match --live EVENT: which handlers on the handlers topic would fire for EVENT. "
+                       "Exit 0 even when lines report errors, unless --strict.")
     p.add_argument("file", nargs="?", help="JSON lines; '-' reads stdin")
+    p.add_argument("--strict", action="store_true", help="exit 2 when any line reports an error")
     p.add_argument("--live", metavar="EVENT", help="an event (JSON), or '-' for JSON lines on stdin")
-    p.add_argument("--creator", help="with --live: the event's creator header")
-    p.add_argument("--emitted-by", help="with --live: the job that emitted the event")
+    live = p.add_argument_group("with --live only (FILE mode uses no broker and ignores these)")
+    live.add_argument("--creator", help="the event's creator header")
+    live.add_argument("--emitted-by", help="the job that emitted the event")
+    add_kafka_options(live)
     p.set_defaults(func=cmd_test_match)
 
     p = sub.add_parser("schema", help="print the handler JSON Schema")

@@ -3,6 +3,7 @@ and real ``signalbox`` processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,10 +13,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, WAIT, Stack
+from tests.conftest import ROOT, WAIT, Stack, unique
 
 pytestmark = pytest.mark.broker
 
@@ -128,3 +130,108 @@ def test_a_port_that_does_not_speak_kafka_times_out_and_verbose_shows_librdkafka
         verbose, _ = _cli("handlers", "list", "-v", "--bootstrap-servers", address)
     assert verbose.returncode == 1
     assert "rdkafka" in verbose.stderr and len(verbose.stderr.splitlines()) > 1, verbose.stderr
+
+
+def _records_for(stack: Stack, topic: str, key: str, seconds: float = 2.0) -> list[bytes | None]:
+    reader = stack.reader(topic)
+    try:
+        return [m.value() for m in reader.poll_for(seconds) if m.key() == key.encode()]
+    finally:
+        reader.close()
+
+
+def test_arm_refuses_a_handler_that_is_not_once(stack: Stack):
+    plain, listener = unique("plain"), unique("listener")
+    stack.apply_handler({"id": plain, "job": "count9", "event": {"match": {"type": "arm"}}}, wait=False)
+    stack.apply_handler({"id": listener, "job": "count9", "once": True, "event": {"match": {"type": "arm"}}},
+                        wait=False)
+
+    refused = stack.cli("handlers", "arm", plain)
+    assert refused.returncode == 2, refused
+    assert f"handler {plain!r} is not a once-handler" in refused.stderr and "armed" not in refused.stdout
+    assert len(_records_for(stack, stack.topics.handlers, plain)) == 1  # nothing published
+
+    armed = stack.cli("handlers", "arm", listener)
+    assert armed.returncode == 0 and armed.stdout.strip() == f"armed {listener}", armed
+    assert len(_records_for(stack, stack.topics.handlers, listener)) == 2
+
+    unknown = stack.cli("handlers", "arm", "no-such-handler")
+    assert unknown.returncode == 2 and "no handler 'no-such-handler'" in unknown.stderr
+
+
+def _requested_params(stack: Stack, stdout: str) -> dict[str, Any]:
+    request_id = stdout.rsplit("(request ", 1)[1].rstrip(")\n")
+    reader = stack.reader(stack.topics.events)
+    try:
+        [hit] = reader.wait_for(lambda m: json.loads(m.value()).get("id") == request_id)
+    finally:
+        reader.close()
+    return json.loads(hit.value())["params"]
+
+
+def test_run_fills_params_and_refuses_missing_ones(stack: Stack):
+    handler = unique("mars")
+    stack.apply_handler({"id": handler, "job": "count9", "once": True, "event": {"match": {"event": "mars"}},
+                         "params": {"date": "request.date", "step": "request.step"}}, wait=False)
+    nothing = stack.cli("run", handler)
+    assert nothing.returncode == 2, nothing
+    assert "declares params with no value: date, step" in nothing.stderr and "--allow-missing" in nothing.stderr
+    assert nothing.stdout == ""
+    partly = stack.cli("run", handler, "--params", '{"date": "20260101"}')
+    assert partly.returncode == 2 and "no value: step" in partly.stderr, partly
+
+    full = stack.cli("run", handler, "--params", '{"date": "20260101", "step": 0}')
+    assert full.returncode == 0, full
+    assert _requested_params(stack, full.stdout) == {"date": "20260101", "step": 0}
+    allowed = stack.cli("run", handler, "--allow-missing")
+    assert allowed.returncode == 0, allowed
+    assert _requested_params(stack, allowed.stdout) == {}
+
+    # constants: a cron handler's params, under --params
+    ticker = unique("ticker")
+    stack.apply_handler({"id": ticker, "job": "count9",
+                         "cron": {"schedule": "0 0 1 1 *", "params": {"region": "eu", "n": 1}}}, wait=False)
+    constants = stack.cli("run", ticker)
+    assert constants.returncode == 0, constants
+    assert _requested_params(stack, constants.stdout) == {"region": "eu", "n": 1}
+    overridden = stack.cli("run", ticker, "--params", '{"region": "us"}')
+    assert _requested_params(stack, overridden.stdout) == {"region": "us", "n": 1}
+
+
+def test_unknown_handler_is_bad_input(stack: Stack):
+    for args in (["run", "register-patient"], ["handlers", "delete", "register-patient"],
+                 ["handlers", "arm", "register-patient"]):
+        out = stack.cli(*args)
+        assert out.returncode == 2 and "no handler 'register-patient'" in out.stderr, (args, out)
+
+
+def test_test_match_strict_fails_when_a_line_errs(tmp_path: Path):
+    good = json.dumps({"filter": {"match": {"a": 1}}, "event": {"a": 1}})
+    bad = json.dumps({"filter": {"pattern": {"n": [{"numeric": [">", 2, "<", 1]}]}}, "event": {"n": 1}})
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(f"{good}\n{bad}\n")
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(f"{good}\n")
+
+    lenient, _ = _cli("test-match", str(mixed))
+    assert lenient.returncode == 0 and len(lenient.stdout.splitlines()) == 2
+    strict, _ = _cli("test-match", "--strict", str(mixed))
+    assert strict.returncode == 2, strict
+    assert len(strict.stdout.splitlines()) == 2 and "1 line(s) reported an error" in strict.stderr
+    ok, _ = _cli("test-match", "--strict", str(clean))
+    assert ok.returncode == 0 and json.loads(ok.stdout)["matched"] is True
+
+
+def test_help_of_topics_check_and_test_match():
+    check, _ = _cli("topics", "check", "--help")
+    assert check.returncode == 0 and check.stdout.startswith("usage: signalbox topics check")
+    assert "Creates nothing" in check.stdout
+    create, _ = _cli("topics", "create", "--help")
+    assert create.stdout.startswith("usage: signalbox topics create")
+
+    match, _ = _cli("test-match", "--help")
+    assert match.returncode == 0
+    general, live_only = match.stdout.split("with --live only", 1)
+    assert "--bootstrap-servers" not in general.split("options:", 1)[1]
+    assert "--strict" in general
+    assert "--bootstrap-servers" in live_only and "--topic-prefix" in live_only
