@@ -13,10 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
-from . import avro, client, handlers, jsonvalue, provenance, records
+from . import avro, client, handlers, jsonvalue, problem_records, provenance, records
 from . import topics as topics_mod
 from .handler_files import load_handlers
 from .handler_set import HandlerSet
@@ -310,10 +310,7 @@ def changelog_topic(settings: Settings, table: str) -> str:
 def read_table(settings: Settings, table: str) -> dict[bytes, bytes | None]:
     """A Faust table as its changelog says: the latest value per key (no worker needed)."""
     topic = changelog_topic(settings, table)
-    try:
-        return client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
-    except KafkaException as exc:
-        raise CliError(f"cannot read {topic}: {exc}") from None
+    return client.latest_by_key(read_topic(settings, topic))
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -350,6 +347,38 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         running = ", ".join(f"{r['run_id']} (attempt {r['attempt']}{', retry pending' if r['retry_pending'] else ''})"
                             for r in row["running"]) or "-"
         print(f"{row['job']}: waiting {row['waiting']}; running {running}")
+    return EXIT_OK
+
+
+def read_topic(settings: Settings, topic: str) -> list[Message]:
+    try:
+        return client.read_to_end(settings.bootstrap_servers, topic)
+    except KafkaException as exc:
+        raise CliError(f"cannot read {topic}: {exc}") from None
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    settings = connect(args)
+    topic = load_topics(settings).dead_letter
+    shown = problem_records.latest_first(read_topic(settings, topic))[:args.limit or None]
+    for msg in shown:
+        letter = problem_records.DeadLetter.of(msg, values=args.values)
+        print(letter.model_dump_json(exclude_none=not args.values) if args.json else letter.line())
+    return EXIT_OK
+
+
+def cmd_rejections(args: argparse.Namespace) -> int:
+    settings = connect(args)
+    topic = load_topics(settings).handler_rejections
+    seen: set[tuple[str | None, int | None]] = set()
+    rejections = []
+    for msg in problem_records.latest_first(read_topic(settings, topic)):
+        rejection = problem_records.Rejection.of(msg, values=args.values)
+        if (rejection.handler_id, rejection.offset) not in seen:  # every worker writes the same one
+            seen.add((rejection.handler_id, rejection.offset))
+            rejections.append(rejection)
+    for rejection in rejections[:args.limit or None]:
+        print(rejection.model_dump_json(exclude_none=not args.values) if args.json else rejection.line())
     return EXIT_OK
 
 
@@ -506,6 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", nargs="*", help="only these jobs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_jobs)
+
+    for name, func, what in (("dead-letters", cmd_dead_letters, "the dead-letter topic: records no worker could "
+                              "process, with the reason and where they came from"),
+                             ("rejections", cmd_rejections, "the handler-rejections topic: handler versions no "
+                              "worker applied, with the reason")):
+        p = sub.add_parser(name, parents=[common], help=f"latest records of {what.split(':')[0]}",
+                           description=f"Reads {what}; latest first. Values are not shown unless --values, and "
+                           "then only JSON values, with every field named like a secret (password, token, "
+                           "api_key, auth, ...) redacted.")
+        p.add_argument("--limit", type=int, default=20, help="show at most N records (0: all; default 20)")
+        p.add_argument("--json", action="store_true", help="one JSON object per line")
+        p.add_argument("--values", action="store_true", help="also show the record's value (JSON only, redacted)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("test-match", help="dry-run filters (no broker), or ask the live handlers",
                        description="test-match FILE: each line {\"handler\"|\"filter\": ..., \"event\": ...} gives "

@@ -235,3 +235,56 @@ def test_help_of_topics_check_and_test_match():
     assert "--bootstrap-servers" not in general.split("options:", 1)[1]
     assert "--strict" in general
     assert "--bootstrap-servers" in live_only and "--topic-prefix" in live_only
+
+
+def _poll_cli(stack: Stack, args: list[str], lines: int, timeout: float = WAIT) -> list[str]:
+    end = time.monotonic() + timeout
+    while True:
+        out = stack.cli(*args)
+        assert out.returncode == 0, out
+        if len(out.stdout.splitlines()) >= lines:
+            return out.stdout.splitlines()
+        assert time.monotonic() < end, f"{args}: {out.stdout!r} after {timeout}s"
+        time.sleep(0.5)
+
+
+def test_dead_letters_and_rejections_latest_first_reason_shown_secrets_not(stack: Stack):
+    worker = stack.start_worker("problems", env={"SIGNALBOX_MAX_EVENT_BYTES": "300"})
+    worker.wait_ready()
+    stack.send_event(b"not json at all")
+    stack.send_event(b"[1, 2]")
+    stack.send_event({"type": "big", "password": "hunter2", "nested": {"api_key": "k-123"}, "pad": "x" * 400})
+    bad = unique("bad-handler")
+    stack.apply_handler({"id": bad, "job": "count9", "when": "tomorrow",
+                         "cron": {"schedule": "@daily", "params": {"api_token": "s3cret-tok"}}}, wait=False)
+
+    letters = [json.loads(line) for line in _poll_cli(stack, ["dead-letters", "--json"], 3)]
+    assert len(letters) == 3
+    assert "event too large" in letters[0]["reason"] and "the limit is 300" in letters[0]["reason"], letters[0]
+    assert "not JSON" in letters[2]["reason"], letters[2]
+    assert [x["source"].split("/")[0] for x in letters] == [stack.topics.events] * 3
+    offsets = [int(x["source"].split("/")[2]) for x in letters]
+    assert offsets == sorted(offsets, reverse=True), "latest first"
+    assert all(x["reason"] for x in letters) and "value" not in letters[0]
+
+    human = stack.cli("dead-letters")
+    assert human.returncode == 0 and len(human.stdout.splitlines()) == 3
+    assert all(" DEAD    reason=" in line for line in human.stdout.splitlines())
+    assert stack.cli("dead-letters", "--limit", "1").stdout.splitlines() == human.stdout.splitlines()[:1]
+
+    with_values = stack.cli("dead-letters", "--json", "--values")
+    shown = [json.loads(line) for line in with_values.stdout.splitlines()]
+    assert shown[0]["value"]["password"] == "[redacted]" and shown[0]["value"]["nested"] == {"api_key": "[redacted]"}
+    assert shown[0]["value"]["pad"] == "x" * 400
+    assert shown[2]["value"] is None  # not JSON: never shown
+
+    rejected = [json.loads(line) for line in _poll_cli(stack, ["rejections", "--json"], 1)]
+    assert [r["handler_id"] for r in rejected] == [bad], rejected
+    assert "when" in rejected[0]["reason"] and "Extra inputs are not permitted" in rejected[0]["reason"]
+    human_rejections = stack.cli("rejections", "--values")
+    assert f"REJECTED handler={bad}" in human_rejections.stdout
+    assert '"api_token": "[redacted]"' in human_rejections.stdout
+
+    for out in (human, with_values, human_rejections, stack.cli("rejections"), stack.cli("dead-letters", "--values")):
+        for secret in ("hunter2", "k-123", "s3cret-tok"):
+            assert secret not in out.stdout + out.stderr
