@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from . import avro, client, handlers, jsonvalue, problem_records, provenance, records
@@ -273,15 +273,24 @@ def format_command(c: dict[str, Any]) -> str:
 def cmd_tail(args: argparse.Namespace) -> int:
     settings = connect(args)
     topics = load_topics(settings)
-    return tail(settings, topics, args.commands, args.from_beginning, args.count, args.timeout, args.json)
+    return tail(settings, topics, args.commands, args.from_beginning, args.count, args.timeout, args.json,
+                verbose=args.verbose)
+
+
+def _say_start(assignment: list[TopicPartition]) -> None:
+    where = ", ".join(f"{tp.topic}[{tp.partition}]@{'beginning' if tp.offset == OFFSET_BEGINNING else tp.offset}"
+                      for tp in assignment)
+    print(f"signalbox tail: following {where}", file=sys.stderr, flush=True)
 
 
 def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beginning: bool,
-         count: int | None, timeout: float | None, as_json: bool = False) -> int:
+         count: int | None, timeout: float | None, as_json: bool = False, verbose: bool = False) -> int:
     watched = [topics.run_results] + ([topics.job_commands] if commands else [])
     seen = 0
     deadline = time.monotonic() + timeout if timeout else None
-    stream = client.follow(settings.bootstrap_servers, watched, from_beginning)
+    # The embedded broker's ListOffsets answer misses the end of a multi-record batch.
+    stream = client.follow(settings.bootstrap_servers, watched, from_beginning, fetched_end=settings.embedded,
+                           on_assigned=_say_start if verbose else None)
     try:
         for msg in stream:
             if deadline is not None and time.monotonic() > deadline:

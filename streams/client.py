@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from confluent_kafka import (
@@ -183,10 +183,46 @@ def latest_by_key(messages: list[Message]) -> dict[bytes, bytes | None]:
     return latest
 
 
+def fetched_ends(bootstrap: str, partitions: list[TopicPartition], timeout: float = 10.0) -> list[TopicPartition]:
+    """Each partition's end (the offset the next record gets) as a fetch reports it.
+
+    The embedded broker's ListOffsets(LATEST) answers the newest batch's base offset + 1,
+    ignoring the other records of a multi-record batch (faust_driver.fetched_highwaters
+    corrects the same answer for the worker): fetch from just below the listed end and
+    take the high watermark of that fetch's answer, never below the listed end."""
+    probe = _consumer(bootstrap)
+    try:
+        listed: dict[tuple[str, int], tuple[int, int]] = {}
+        for tp in partitions:
+            listed[(tp.topic, tp.partition)] = probe.get_watermark_offsets(tp, timeout=timeout)
+        probe.assign([TopicPartition(t, p, max(high - 1, low)) for (t, p), (low, high) in listed.items()])
+        answered: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout
+        while len(answered) < len(listed):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fetch answer for {sorted(set(listed) - answered)} within {timeout}s")
+            msg = probe.poll(0.1)
+            if msg is None:
+                continue
+            if msg.error() and msg.error().code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(msg.error())
+            answered.add((msg.topic(), msg.partition()))  # a record or the end: a fetch answered
+        ends = []
+        for (topic, partition), (_, listed_high) in listed.items():
+            _, fetched_high = probe.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            ends.append(TopicPartition(topic, partition, max(listed_high, fetched_high)))
+        return ends
+    finally:
+        probe.close()
+
+
 def follow(
-    bootstrap: str, topics: list[str], from_beginning: bool = False, timeout: float = 30.0
+    bootstrap: str, topics: list[str], from_beginning: bool = False, timeout: float = 30.0,
+    fetched_end: bool = False, on_assigned: Callable[[list[TopicPartition]], None] | None = None,
 ) -> Iterator[Message | None]:
-    """Yield records of ``topics`` as they arrive, and None when idle for 0.2 s; forever."""
+    """Yield records of ``topics`` as they arrive, and None when idle for 0.2 s; forever.
+    Without ``from_beginning``, from each partition's end; ``fetched_end`` takes that end
+    from a fetch, not from ListOffsets (for the embedded broker: see fetched_ends)."""
     consumer = _consumer(bootstrap, **{"enable.partition.eof": False})
     try:
         assignment = []
@@ -196,7 +232,11 @@ def follow(
                 raise KafkaException(f"topic {topic} does not exist")
             start = OFFSET_BEGINNING if from_beginning else OFFSET_END
             assignment += [TopicPartition(topic, p, start) for p in meta.partitions]
+        if fetched_end and not from_beginning:
+            assignment = fetched_ends(bootstrap, assignment, timeout)
         consumer.assign(assignment)
+        if on_assigned is not None:
+            on_assigned(assignment)
         while True:
             msg = consumer.poll(0.2)
             if msg is not None and msg.error():

@@ -10,14 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
-from tests.conftest import ROOT, WAIT, Stack, unique
+from streams import avro
+from streams import topics as topics_mod
+from tests.conftest import ROOT, WAIT, BrokerInfo, Stack, unique
 
 pytestmark = pytest.mark.broker
 
@@ -288,3 +293,41 @@ def test_dead_letters_and_rejections_latest_first_reason_shown_secrets_not(stack
     for out in (human, with_values, human_rejections, stack.cli("rejections"), stack.cli("dead-letters", "--values")):
         for secret in ("hunter2", "k-123", "s3cret-tok"):
             assert secret not in out.stdout + out.stderr
+
+
+def _result(run_id: str) -> bytes:
+    now = int(time.time() * 1000)
+    return avro.results().encode({"run_id": run_id, "job": "tailjob", "handler_id": "tail-h", "status": "succeeded",
+                                  "final_state_json": None, "error": None, "attempt": 1, "started_at": now,
+                                  "finished_at": now, "runner": "test"})
+
+
+def test_tail_starts_at_the_true_end_after_a_multi_record_batch(broker: BrokerInfo, tmp_path: Path):
+    tag = uuid.uuid4().hex[:8]
+    topics = topics_mod.Topics.load(ROOT / "topics.yaml", f"tail{tag}.")
+    topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap}), topics)
+    own = Stack(broker, f"tail{tag}.", f"signalbox-tail{tag}", topics, tmp_path)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 200, "partitioner": "murmur2_random"})
+    for n in range(6):  # one key, one partition, one batch: the embedded broker's ListOffsets misses 5 of them
+        producer.produce(topics.run_results, key=b"tailjob", value=_result(f"old-{n}"))
+    assert producer.flush(30) == 0
+
+    args = ["tail", "-v", "--count", "1", "--timeout", "60", "--json"]
+    tail = subprocess.Popen([sys.executable, "-m", "streams", *args],
+                            env=own.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tail.stderr is not None
+        for line in tail.stderr:  # -v says where it starts; only then are new records sent
+            if line.startswith("signalbox tail: following "):
+                break
+        else:
+            raise AssertionError(f"tail never said where it starts (exit {tail.wait(30)})")
+        producer.produce(topics.run_results, key=b"tailjob", value=_result("new"))
+        assert producer.flush(30) == 0
+        assert tail.wait(60) == 0
+        assert tail.stdout is not None
+        out = tail.stdout.read()
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert [json.loads(line)["run_id"] for line in out.splitlines()] == ["new"]
