@@ -64,6 +64,11 @@ def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
                     "event_type": "MigratablePID"}).encode() for i in range(extra)]
 
 
+def export_line(bootstrap: str) -> str:
+    """The shell line that points the CLI at this dev broker (its port is random)."""
+    return f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap} SIGNALBOX_BROKER_KIND=tansu"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -84,6 +89,8 @@ def run_dev(events: int = 0) -> int:
                             datadir=WORKDIR / "worker-data")
         topics = topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
         _say(f"embedded broker (tansu) on {broker.bootstrap_servers}; log {WORKDIR / 'tansu.log'}")
+        _say("to use the signalbox CLI from a second shell (after `. .venv/bin/activate`), run there:")
+        print(export_line(broker.bootstrap_servers), flush=True)  # no time stamp: copy and paste it
         topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics)
         _say(f"created {len(topics.specs)} topics from {settings.topics_file}")
         handlers, errors = load_handlers([EXAMPLES / "handlers.yaml"])

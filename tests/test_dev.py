@@ -39,6 +39,9 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
         rest, _ = proc.communicate(timeout=60)
     output = "\n".join(lines) + "\n" + rest
     assert any(carried.search(line) for line in lines), output
+    # a second shell learns where the broker is from the first lines, ready to paste
+    export = next(line for line in lines[:5] if line.startswith("export "))
+    assert re.fullmatch(r"export KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:\d+ SIGNALBOX_BROKER_KIND=tansu", export), export
     # the feeder use case: the PID reaches the migration job as its parameter
     pid_command = r'COMMAND job=migrate-pid handler=feeder-migrate-pid .*params=\{"sip":"CH-002003-9:1553"\}'
     assert re.search(pid_command, output)
