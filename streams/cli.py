@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -283,10 +284,58 @@ def _say_start(assignment: list[TopicPartition]) -> None:
     print(f"signalbox tail: following {where}", file=sys.stderr, flush=True)
 
 
+RESULT_HOLD_SECONDS = 1.0
+
+
+class _TailPrinter:
+    """Prints tail's records, each human line stamped with its record's time. With commands,
+    a result waits (at most RESULT_HOLD_SECONDS) for its command: they are on different
+    topics and partitions, and a consumer may fetch the result first."""
+
+    def __init__(self, as_json: bool, hold: bool) -> None:
+        self.as_json, self.hold = as_json, hold
+        self.results = 0
+        self.pending: dict[tuple[str, int], tuple[float, str]] = {}  # (run, attempt) -> (until, line)
+        self.commanded: OrderedDict[tuple[str, int], None] = OrderedDict()  # the latest 10,000
+
+    def line(self, kind: str, record: dict[str, Any], timestamp_ms: int) -> str:
+        if self.as_json:
+            return json.dumps({"kind": kind, **record}, default=_ms)
+        text = format_result(record) if kind == "result" else format_command(record)
+        return f"{datetime.fromtimestamp(timestamp_ms / 1000):%H:%M:%S} {text}"
+
+    def add(self, kind: str, record: dict[str, Any], timestamp_ms: int) -> None:
+        key = (record["run_id"], record["attempt"])
+        line = self.line(kind, record, timestamp_ms)
+        if kind == "command":
+            print(line, flush=True)
+            self.commanded[key] = None
+            while len(self.commanded) > 10_000:
+                self.commanded.popitem(last=False)
+            if key in self.pending:
+                self._print_result(self.pending.pop(key)[1])
+        elif self.hold and key not in self.commanded:
+            self.pending[key] = (time.monotonic() + RESULT_HOLD_SECONDS, line)
+        else:
+            self._print_result(line)
+
+    def release(self, everything: bool = False) -> None:
+        """Print the held results whose wait is over (all of them with ``everything``)."""
+        now = time.monotonic()
+        for key, (until, line) in list(self.pending.items()):
+            if everything or until <= now:
+                del self.pending[key]
+                self._print_result(line)
+
+    def _print_result(self, line: str) -> None:
+        print(line, flush=True)
+        self.results += 1
+
+
 def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beginning: bool,
          count: int | None, timeout: float | None, as_json: bool = False, verbose: bool = False) -> int:
     watched = [topics.run_results] + ([topics.job_commands] if commands else [])
-    seen = 0
+    printer = _TailPrinter(as_json, hold=commands)
     deadline = time.monotonic() + timeout if timeout else None
     # The embedded broker's ListOffsets answer misses the end of a multi-record batch.
     stream = client.follow(settings.bootstrap_servers, watched, from_beginning, fetched_end=settings.embedded,
@@ -294,18 +343,14 @@ def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beg
     try:
         for msg in stream:
             if deadline is not None and time.monotonic() > deadline:
-                return EXIT_OK if count is None else EXIT_FAIL
-            if msg is None:
-                continue
-            is_result = msg.topic() == topics.run_results
-            record = (avro.results() if is_result else avro.commands()).decode(msg.value())
-            if as_json:
-                print(json.dumps({"kind": "result" if is_result else "command", **record}, default=_ms), flush=True)
-            else:
-                print(format_result(record) if is_result else format_command(record), flush=True)
-            if is_result:
-                seen += 1
-            if count is not None and seen >= count:
+                printer.release(everything=True)
+                return EXIT_OK if count is None or printer.results >= count else EXIT_FAIL
+            if msg is not None:
+                is_result = msg.topic() == topics.run_results
+                record = (avro.results() if is_result else avro.commands()).decode(msg.value())
+                printer.add("result" if is_result else "command", record, msg.timestamp()[1])
+            printer.release()
+            if count is not None and printer.results >= count:
                 return EXIT_OK
     finally:
         stream.close()

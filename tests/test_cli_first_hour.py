@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -302,32 +303,70 @@ def _result(run_id: str) -> bytes:
                                   "finished_at": now, "runner": "test"})
 
 
-def test_tail_starts_at_the_true_end_after_a_multi_record_batch(broker: BrokerInfo, tmp_path: Path):
+def _command(run_id: str) -> bytes:
+    return avro.commands().encode({"run_id": run_id, "job": "tailjob", "handler_id": "tail-h", "trigger_kind": "manual",
+                                   "trigger_ref": f"manual:{run_id}", "params_json": "{}", "event_json": None,
+                                   "initial_state_json": None, "attempt": 1, "timeout_seconds": 60.0,
+                                   "event_time": None, "created_at": int(time.time() * 1000)})
+
+
+@contextmanager
+def _own_topics(broker: BrokerInfo, tmp_path: Path) -> Iterator[tuple[Stack, Producer]]:
+    """Topics no other test writes to, and a producer that batches."""
     tag = uuid.uuid4().hex[:8]
     topics = topics_mod.Topics.load(ROOT / "topics.yaml", f"tail{tag}.")
     topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap}), topics)
-    own = Stack(broker, f"tail{tag}.", f"signalbox-tail{tag}", topics, tmp_path)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 200, "partitioner": "murmur2_random"})
-    for n in range(6):  # one key, one partition, one batch: the embedded broker's ListOffsets misses 5 of them
-        producer.produce(topics.run_results, key=b"tailjob", value=_result(f"old-{n}"))
-    assert producer.flush(30) == 0
+    yield Stack(broker, f"tail{tag}.", f"signalbox-tail{tag}", topics, tmp_path), producer
+    producer.flush(30)
 
-    args = ["tail", "-v", "--count", "1", "--timeout", "60", "--json"]
-    tail = subprocess.Popen([sys.executable, "-m", "streams", *args],
-                            env=own.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+def _tail_then(stack: Stack, args: list[str], then: Callable[[], None]) -> str:
+    """Run ``signalbox tail -v ARGS``; once it says where it starts, call ``then``; its stdout."""
+    tail = subprocess.Popen([sys.executable, "-m", "streams", "tail", "-v", *args], env=stack.env, cwd=stack.workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert tail.stderr is not None
-        for line in tail.stderr:  # -v says where it starts; only then are new records sent
+        assert tail.stderr is not None and tail.stdout is not None
+        for line in tail.stderr:
             if line.startswith("signalbox tail: following "):
                 break
         else:
             raise AssertionError(f"tail never said where it starts (exit {tail.wait(30)})")
-        producer.produce(topics.run_results, key=b"tailjob", value=_result("new"))
-        assert producer.flush(30) == 0
+        then()
         assert tail.wait(60) == 0
-        assert tail.stdout is not None
-        out = tail.stdout.read()
+        return tail.stdout.read()
     finally:
         if tail.poll() is None:
             tail.kill()
+
+
+def test_tail_starts_at_the_true_end_after_a_multi_record_batch(broker: BrokerInfo, tmp_path: Path):
+    with _own_topics(broker, tmp_path) as (stack, producer):
+        for n in range(6):  # one key, one partition, one batch: the embedded broker's ListOffsets misses 5 of them
+            producer.produce(stack.topics.run_results, key=b"tailjob", value=_result(f"old-{n}"))
+        assert producer.flush(30) == 0
+
+        def new_result() -> None:
+            producer.produce(stack.topics.run_results, key=b"tailjob", value=_result("new"))
+            assert producer.flush(30) == 0
+
+        out = _tail_then(stack, ["--count", "1", "--timeout", "60", "--json"], new_result)
     assert [json.loads(line)["run_id"] for line in out.splitlines()] == ["new"]
+
+
+def test_tail_prints_a_command_before_its_result_and_stamps_lines(broker: BrokerInfo, tmp_path: Path):
+    with _own_topics(broker, tmp_path) as (stack, producer):
+
+        def result_first() -> None:  # as a consumer may fetch them: the result, then its command
+            producer.produce(stack.topics.run_results, key=b"tailjob", value=_result("r1"))
+            producer.produce(stack.topics.run_results, key=b"tailjob", value=_result("no-command"))
+            assert producer.flush(30) == 0
+            time.sleep(0.4)
+            producer.produce(stack.topics.job_commands, key=b"tailjob", value=_command("r1"))
+            assert producer.flush(30) == 0
+
+        out = _tail_then(stack, ["--commands", "--count", "2", "--timeout", "60"], result_first)
+    lines = out.splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d (COMMAND|RESULT ) ", line) for line in lines), lines
+    runs = [(line.split()[1], re.search(r"run=(\S+)", line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert runs == [("COMMAND", "r1"), ("RESULT", "r1"), ("RESULT", "no-command")], lines
