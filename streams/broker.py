@@ -93,6 +93,15 @@ class EmbeddedBroker:
             raise BrokerError(f"tansu did not start; see {self.log_path}") from None
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of a broker that stopped by itself; None while it runs (or before start)."""
+        return None if self._process is None else self._process.poll()
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:

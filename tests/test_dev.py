@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -54,8 +56,8 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
 
 
-def test_dev_stopped_with_sigterm_takes_its_worker_and_broker_with_it(tmp_path):
-    """A service manager or `timeout` stops with SIGTERM: nothing may outlive `signalbox dev`."""
+def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int, int]:
+    """`signalbox dev` up to "watching": the process, the worker's and the broker's pids, the broker's port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNALBOX_"))}
     proc = subprocess.Popen([sys.executable, "-m", "streams", "dev"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -66,9 +68,52 @@ def test_dev_stopped_with_sigterm_takes_its_worker_and_broker_with_it(tmp_path):
         line = proc.stdout.readline()
         assert line or proc.poll() is None, "\n".join(lines)
         lines.append(line.rstrip())
-    worker_pid = int(re.search(r"worker started \(pid (\d+)\)", "\n".join(lines)).group(1))
-    proc.send_signal(signal.SIGTERM)
+    text = "\n".join(lines)
+    worker = re.search(r"worker started \(pid (\d+)\)", text)
+    broker = re.search(r"embedded broker \(tansu, pid (\d+)\) on 127\.0\.0\.1:(\d+)", text)
+    assert worker and broker, text
+    return proc, int(worker.group(1)), int(broker.group(1)), int(broker.group(2))
+
+
+def _assert_all_gone(worker_pid: int, broker_pid: int, port: int) -> None:
+    deadline = time.monotonic() + 30
+    for pid in (worker_pid, broker_pid):
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"pid {pid} still alive"
+            time.sleep(0.1)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_dev_stopped_with_sigterm_or_sighup_takes_its_worker_and_broker_with_it(tmp_path: Path, sig: int):
+    """A service manager or `timeout` stops with SIGTERM, a closed terminal with SIGHUP: nothing may
+    outlive `signalbox dev`."""
+    proc, worker_pid, broker_pid, port = _start_dev(tmp_path)
+    proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and rest.rstrip().endswith("stopped"), rest
-    with pytest.raises(ProcessLookupError):
-        os.kill(worker_pid, 0)
+    _assert_all_gone(worker_pid, broker_pid, port)
+
+
+def test_dev_whose_reader_has_gone_stops_everything(tmp_path: Path):
+    """`make dev | tee log`, and tee dies first: dev notices its closed stdout and stops."""
+    proc, worker_pid, broker_pid, port = _start_dev(tmp_path)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert proc.wait(60) == 0
+    _assert_all_gone(worker_pid, broker_pid, port)
+
+
+@pytest.mark.parametrize("child", ["worker", "broker"])
+def test_dev_stops_the_rest_when_a_child_dies(tmp_path: Path, child: str):
+    proc, worker_pid, broker_pid, port = _start_dev(tmp_path)
+    os.kill(worker_pid if child == "worker" else broker_pid, signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, rest
+    assert f"the {child} exited with -9; see .signalbox/dev/" in rest and rest.rstrip().endswith("stopped"), rest
+    _assert_all_gone(worker_pid, broker_pid, port)
