@@ -30,6 +30,7 @@ from .settings import Settings
 
 EXAMPLES = Path(str(resources.files("streams.examples")))
 WORKDIR = Path(".signalbox/dev")
+SAMPLE_KEY = b"dev-examples"
 
 
 class StdoutClosed(Exception):
@@ -128,7 +129,9 @@ def run_dev(events: int = 0) -> int:
         worker = _start_worker(settings, WORKDIR / "worker.log")
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
         first, second = _sample_events(events)
-        client.produce_all(broker.bootstrap_servers, [(topics.events, None, v) for v in first])
+        # One key: one partition, read in file order, so the once-listener fires on aviso-1
+        # in every run (unkeyed, the two aviso events could be read in either order).
+        client.produce_all(broker.bootstrap_servers, [(topics.events, SAMPLE_KEY, v) for v in first])
         _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
         _say("watching job commands and run results (Ctrl-C to stop)")
         _follow(broker.bootstrap_servers, topics, broker, worker, second, started)

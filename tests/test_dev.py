@@ -52,6 +52,9 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert '"name":"Jack Wilshere"' in output
     assert "Larry Bird" not in output and "john doe" not in output
     assert "status=failed" in output and "DEAD " in output
+    # the once-listener fires on the first aviso event, every run (the samples share one key)
+    assert re.search(r'COMMAND job=run-task handler=aviso-mars-step0 .*params=\{"date":"20261122"\}', output), output
+    assert '"date":"20261123"' not in output
     assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output
     assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
 
