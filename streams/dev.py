@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from . import avro, cli, client
+from . import avro, cli, client, provenance, records
 from . import topics as topics_mod
 from .broker import EmbeddedBroker
 from .handler_files import load_handlers
@@ -88,6 +88,20 @@ def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
                     "event_type": "MigratablePID"}).encode() for i in range(extra)]
 
 
+def _send_the_other_kinds(bootstrap: str, topics: topics_mod.Topics) -> None:
+    """What events.jsonl cannot say: a trusted ingest's header, and a run-now request."""
+    imports = [json.dumps({"id": f"import-{n}", "event_type": "PatientImport", "patient": f"P-{n}"}).encode()
+               for n in (1, 2)]
+    client.produce_all(bootstrap, [(topics.events, SAMPLE_KEY, imports[0])],
+                       headers=[(provenance.CREATOR, b"hospital-gateway")])
+    client.produce_all(bootstrap, [(topics.events, SAMPLE_KEY, imports[1])])
+    _say("sent PatientImport P-1 with the header creator=hospital-gateway (fires trusted-patient-import) "
+         "and P-2 without it (fires nothing)")
+    request = records.run_request("heartbeat-report", {}, f"run-dev-{int(time.time())}")
+    client.produce_all(bootstrap, [(topics.events, SAMPLE_KEY, json.dumps(request).encode())])
+    _say("requested a run of heartbeat-report now, as `signalbox run heartbeat-report` does")
+
+
 def export_line(bootstrap: str) -> str:
     """The shell line that points the CLI at this dev broker (its port is random)."""
     return f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap} SIGNALBOX_BROKER_KIND=tansu"
@@ -133,6 +147,7 @@ def run_dev(events: int = 0) -> int:
         # in every run (unkeyed, the two aviso events could be read in either order).
         client.produce_all(broker.bootstrap_servers, [(topics.events, SAMPLE_KEY, v) for v in first])
         _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
+        _send_the_other_kinds(broker.bootstrap_servers, topics)
         _say("watching job commands and run results (Ctrl-C to stop)")
         _follow(broker.bootstrap_servers, topics, broker, worker, second, started)
     except (KeyboardInterrupt, StdoutClosed):

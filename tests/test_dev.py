@@ -28,8 +28,18 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     carried = re.compile(r"COMMAND job=migrate-pid .*trigger=event:id:wave2-.* state=[1-9]\d*B")
+    # every trigger kind of the README fires at least once
+    kinds = [carried,
+             re.compile(r"COMMAND job=record-event handler=eventbridge-hot-sensor .*params=\{\"celsius\":31\.5\}"),
+             re.compile(r'COMMAND job=record-event handler=trusted-patient-import .*params=\{"patient":"P-1"\}'),
+             re.compile(r"COMMAND job=record-event handler=migration-reported .*trigger=event:"),
+             re.compile(r"COMMAND job=report handler=heartbeat-report .*trigger=manual:"),
+             re.compile(r"COMMAND job=report handler=heartbeat-report .*trigger=cron:"),
+             re.compile(r"COMMAND job=notify-archivist handler=after-migration .*trigger=after:"),
+             re.compile(r"COMMAND job=alert handler=import-failed .*trigger=after:"),
+             re.compile(r"COMMAND job=run-task handler=aviso-mars-step0 ")]
     try:
-        while time.monotonic() < deadline and not any(carried.search(line) for line in lines):
+        while time.monotonic() < deadline and not all(any(k.search(line) for line in lines) for k in kinds):
             line = proc.stdout.readline()
             if line:
                 lines.append(line.rstrip())
@@ -40,7 +50,10 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     output = "\n".join(lines) + "\n" + rest
-    assert any(carried.search(line) for line in lines), output
+    missing = [k.pattern for k in kinds if not any(k.search(line) for line in lines)]
+    assert not missing, (missing, output)
+    # the creator constraint and emitted_by: P-2 had no header, evt-10 was sent, not emitted
+    assert '"patient":"P-2"' not in output and "forged" not in output
     # a second shell learns where the broker is from the first lines, ready to paste
     export = next(line for line in lines[:5] if line.startswith("export "))
     assert re.fullmatch(r"export KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:\d+ SIGNALBOX_BROKER_KIND=tansu", export), export
