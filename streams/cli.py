@@ -456,9 +456,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from .broker import BrokerError
     from .dev import run_dev
 
-    return run_dev(events=args.events)
+    try:
+        return run_dev(events=args.events)
+    except BrokerError as exc:
+        raise CliError(f"dev: {exc}") from None
 
 
 def cmd_test_match(args: argparse.Namespace) -> int:
