@@ -516,6 +516,10 @@ def add_kafka_options(target: argparse.ArgumentParser | argparse._ArgumentGroup)
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_kafka_options(common)
+    # For ACTION subcommands: no defaults, so options given before the action
+    # (`signalbox topics --bootstrap-servers X check`) are not reset by the action's parser.
+    common_action = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    add_kafka_options(common_action)
 
     parser = argparse.ArgumentParser(prog="signalbox", description="Event-triggered jobs on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -526,28 +530,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topics", parents=[common], help="create or check the topics of topics.yaml")
     ts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = ts.add_parser("create", parents=[common], help="create the missing topics of topics.yaml, then check them all",
+    a = ts.add_parser("create", parents=[common_action],
+                      help="create the missing topics of topics.yaml, then check them all",
                       description="Creates the topics of topics.yaml the broker lacks, then compares every one "
                       "with topics.yaml (exit 2 on a difference).")
     a.set_defaults(func=cmd_topics)
-    a = ts.add_parser("check", parents=[common], help="compare the broker's topics with topics.yaml",
+    a = ts.add_parser("check", parents=[common_action], help="compare the broker's topics with topics.yaml",
                       description="Compares the broker's topics with topics.yaml: one line per differing field "
                       "on stderr and exit 2, else exit 0. Creates nothing.")
     a.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("handlers", parents=[common], help="apply, list or delete handlers")
     hs = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = hs.add_parser("apply", parents=[common], help="apply handlers from YAML/JSON files or folders")
+    a = hs.add_parser("apply", parents=[common_action], help="apply handlers from YAML/JSON files or folders")
     a.add_argument("paths", nargs="+")
     a.add_argument("--skip-invalid", action="store_true", help="apply the valid ones even if some are invalid")
     a.set_defaults(func=cmd_handlers)
-    a = hs.add_parser("list", parents=[common], help="list the current handlers")
+    a = hs.add_parser("list", parents=[common_action], help="list the current handlers")
     a.add_argument("--json", action="store_true", help="one JSON handler per line")
     a.set_defaults(func=cmd_handlers)
-    a = hs.add_parser("arm", parents=[common], help="re-arm a once-handler (publishes it again)")
+    a = hs.add_parser("arm", parents=[common_action], help="re-arm a once-handler (publishes it again)")
     a.add_argument("id")
     a.set_defaults(func=cmd_handlers)
-    a = hs.add_parser("delete", parents=[common], help="delete a handler (tombstone)")
+    a = hs.add_parser("delete", parents=[common_action], help="delete a handler (tombstone)")
     a.add_argument("id")
     a.add_argument("--force", action="store_true", help="send the tombstone even if the id is unknown")
     a.set_defaults(func=cmd_handlers)

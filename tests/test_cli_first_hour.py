@@ -120,6 +120,16 @@ def test_a_closed_port_fails_fast_with_one_line(command: list[str]):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_kafka_options_before_or_after_the_action_both_count(where: str):
+    address = f"127.0.0.1:{_closed_port()}"
+    for command in (["topics", "check"], ["handlers", "list"]):
+        option = ["--bootstrap-servers", address]
+        args = [command[0], *option, command[1]] if where == "before" else [*command, *option]
+        out, _ = _cli(*args)
+        assert out.returncode == 1 and f"at {address}: connection refused" in out.stderr, (args, out.stderr)
+
+
 def test_an_unresolvable_name_fails_fast_with_one_line():
     out, took = _cli("send", '{"a": 1}', "--bootstrap-servers", "nonexistent.invalid:9092")
     assert out.returncode == 1 and took < 10, (out, took)
