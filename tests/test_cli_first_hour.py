@@ -264,9 +264,17 @@ def _poll_cli(stack: Stack, args: list[str], lines: int, timeout: float = WAIT) 
         time.sleep(0.5)
 
 
-def test_dead_letters_and_rejections_latest_first_reason_shown_secrets_not(stack: Stack):
-    worker = stack.start_worker("problems", env={"SIGNALBOX_MAX_EVENT_BYTES": "300"})
-    worker.wait_ready()
+def test_dead_letters_and_rejections_latest_first_reason_shown_secrets_not(broker: BrokerInfo, tmp_path: Path):
+    with _own_topics(broker, tmp_path) as (stack, _):  # no other test's records on these topics
+        worker = stack.start_worker("problems", env={"SIGNALBOX_MAX_EVENT_BYTES": "300"})
+        try:
+            worker.wait_ready()
+            _dead_letters_and_rejections(stack)
+        finally:
+            worker.stop()
+
+
+def _dead_letters_and_rejections(stack: Stack) -> None:
     stack.send_event(b"not json at all")
     stack.send_event(b"[1, 2]")
     stack.send_event({"type": "big", "password": "hunter2", "nested": {"api_key": "k-123"}, "pad": "x" * 400})
