@@ -45,7 +45,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def connect(args: argparse.Namespace) -> Settings:
     """The settings of a command that talks to Kafka, once a bootstrap server answers."""
-    settings = settings_from(args)
+    return reachable(settings_from(args))
+
+
+def reachable(settings: Settings) -> Settings:
     try:
         client.check_broker(settings.bootstrap_servers)
     except client.BrokerUnreachable as exc:
@@ -195,7 +198,7 @@ def _event_lines(args: argparse.Namespace) -> Iterable[tuple[str, str]]:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    settings = connect(args)
+    settings = settings_from(args)  # the input is checked before the broker
     topics = load_topics(settings)
     if args.event is None and not args.file:
         raise CliError("give an event as JSON, '-' for stdin, or --file FILE", EXIT_BAD_INPUT)
@@ -207,7 +210,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise CliError(f"{where}: {exc}; nothing sent", EXIT_BAD_INPUT) from None
         out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
     headers = [(provenance.CREATOR, args.creator.encode())] if args.creator else None
-    client.produce_all(settings.bootstrap_servers, out, headers=headers)
+    client.produce_all(reachable(settings).bootstrap_servers, out, headers=headers)
     print(f"sent {len(out)} event(s) to {topics.events}")
     return EXIT_OK
 

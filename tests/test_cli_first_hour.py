@@ -130,6 +130,11 @@ def test_kafka_options_before_or_after_the_action_both_count(where: str):
         assert out.returncode == 1 and f"at {address}: connection refused" in out.stderr, (args, out.stderr)
 
 
+def test_bad_input_is_reported_before_an_unreachable_broker():
+    out, _ = _cli("send", "[1, 2]", "--bootstrap-servers", f"127.0.0.1:{_closed_port()}")
+    assert out.returncode == 2 and "not an object" in out.stderr, out
+
+
 def test_an_unresolvable_name_fails_fast_with_one_line():
     out, took = _cli("send", '{"a": 1}', "--bootstrap-servers", "nonexistent.invalid:9092")
     assert out.returncode == 1 and took < 10, (out, took)
