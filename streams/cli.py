@@ -8,15 +8,16 @@ import logging
 import sys
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from . import avro, client, handlers, jsonvalue, provenance, records
+from . import avro, client, handlers, jsonvalue, problem_records, provenance, records
 from . import topics as topics_mod
 from .handler_files import load_handlers
 from .handler_set import HandlerSet
@@ -42,6 +43,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def connect(args: argparse.Namespace) -> Settings:
+    """The settings of a command that talks to Kafka, once a bootstrap server answers."""
+    return reachable(settings_from(args))
+
+
+def reachable(settings: Settings) -> Settings:
+    try:
+        client.check_broker(settings.bootstrap_servers)
+    except client.BrokerUnreachable as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT if isinstance(exc, client.BadAddress) else EXIT_FAIL) from None
+    return settings
+
+
 def load_topics(settings: Settings) -> topics_mod.Topics:
     try:
         return topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
@@ -50,14 +64,14 @@ def load_topics(settings: Settings) -> topics_mod.Topics:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return client.admin(settings.bootstrap_servers)
 
 
 # -- topics ---------------------------------------------------------------------------
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     a = admin(settings)
     if args.action == "create":
@@ -82,7 +96,7 @@ def current_handlers(settings: Settings, topics: topics_mod.Topics) -> dict[str,
 
 
 def cmd_handlers(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
     if args.action == "apply":
         found, errors = load_handlers([Path(p) for p in args.paths])
@@ -114,14 +128,22 @@ def cmd_handlers(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "arm":
         if args.id not in current:
-            raise CliError(f"no handler {args.id!r} on {topics.handlers}")
+            raise CliError(f"no handler {args.id!r} on {topics.handlers}", EXIT_BAD_INPUT)
+        try:
+            once = handlers.parse_handler(current[args.id], key=args.id).once
+        except handlers.InvalidHandler as exc:
+            raise CliError(f"handler {args.id!r} is invalid, nothing to arm: {exc}", EXIT_BAD_INPUT) from None
+        if not once:
+            raise CliError(f"handler {args.id!r} is not a once-handler (it fires on every match): "
+                           "nothing to arm; add 'once: true' to make it a listener", EXIT_BAD_INPUT)
         # A once-handler is armed by every new version of it: publish the same value again.
         client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), current[args.id])])
         print(f"armed {args.id}")
         return EXIT_OK
     # delete
     if args.id not in current and not args.force:
-        raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)")
+        raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)",
+                       EXIT_BAD_INPUT)
     client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
     print(f"deleted {args.id}")
     return EXIT_OK
@@ -176,7 +198,7 @@ def _event_lines(args: argparse.Namespace) -> Iterable[tuple[str, str]]:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = settings_from(args)  # the input is checked before the broker
     topics = load_topics(settings)
     if args.event is None and not args.file:
         raise CliError("give an event as JSON, '-' for stdin, or --file FILE", EXIT_BAD_INPUT)
@@ -188,27 +210,45 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise CliError(f"{where}: {exc}; nothing sent", EXIT_BAD_INPUT) from None
         out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
     headers = [(provenance.CREATOR, args.creator.encode())] if args.creator else None
-    client.produce_all(settings.bootstrap_servers, out, headers=headers)
+    client.produce_all(reachable(settings).bootstrap_servers, out, headers=headers)
     print(f"sent {len(out)} event(s) to {topics.events}")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
-    if args.handler_id not in current_handlers(settings, topics):
-        raise CliError(f"no handler {args.handler_id!r} on {topics.handlers}")
     try:
-        params = json.loads(args.params)
+        given = json.loads(args.params)
     except ValueError as exc:
         raise CliError(f"--params: {exc}", EXIT_BAD_INPUT) from None
-    if not isinstance(params, dict):
+    if not isinstance(given, dict):
         raise CliError("--params must be a JSON object", EXIT_BAD_INPUT)
+    current = current_handlers(settings, topics)
+    if args.handler_id not in current:
+        raise CliError(f"no handler {args.handler_id!r} on {topics.handlers}", EXIT_BAD_INPUT)
+    try:
+        handler = handlers.parse_handler(current[args.handler_id], key=args.handler_id)
+    except handlers.InvalidHandler as exc:
+        raise CliError(f"handler {args.handler_id!r} is invalid: {exc}", EXIT_BAD_INPUT) from None
+    params, missing = run_params(handler, given)
+    if missing and not args.allow_missing:
+        example = json.dumps({name: "..." for name in missing})
+        raise CliError(f"handler {args.handler_id!r} declares params with no value: {', '.join(missing)} "
+                       f"(give them with --params '{example}', or --allow-missing to run without)", EXIT_BAD_INPUT)
     request_id = f"run-{uuid.uuid4()}"
     event = records.run_request(args.handler_id, params, request_id)
     client.produce_all(settings.bootstrap_servers, [(topics.events, None, json.dumps(event).encode())])
     print(f"requested a run of {args.handler_id} (request {request_id})")
     return EXIT_OK
+
+
+def run_params(handler: handlers.Handler, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A run-now's params: ``given`` (--params) over the handler's constants (cron.params);
+    and the params the handler declares that still have no value."""
+    constants = handler.cron.params if handler.cron is not None else {}
+    params = {**constants, **given}
+    return params, sorted(name for name in handler.params if name not in params)
 
 
 # -- tail / state ---------------------------------------------------------------------
@@ -235,32 +275,85 @@ def format_command(c: dict[str, Any]) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = connect(args)
     topics = load_topics(settings)
-    return tail(settings, topics, args.commands, args.from_beginning, args.count, args.timeout, args.json)
+    return tail(settings, topics, args.commands, args.from_beginning, args.count, args.timeout, args.json,
+                verbose=args.verbose)
+
+
+def _say_start(assignment: list[TopicPartition]) -> None:
+    where = ", ".join(f"{tp.topic}[{tp.partition}]@{'beginning' if tp.offset == OFFSET_BEGINNING else tp.offset}"
+                      for tp in assignment)
+    print(f"signalbox tail: following {where}", file=sys.stderr, flush=True)
+
+
+RESULT_HOLD_SECONDS = 1.0
+
+
+class _TailPrinter:
+    """Prints tail's records, each human line stamped with its record's time. With commands,
+    a result waits (at most RESULT_HOLD_SECONDS) for its command: they are on different
+    topics and partitions, and a consumer may fetch the result first."""
+
+    def __init__(self, as_json: bool, hold: bool) -> None:
+        self.as_json, self.hold = as_json, hold
+        self.results = 0
+        self.pending: dict[tuple[str, int], tuple[float, str]] = {}  # (run, attempt) -> (until, line)
+        self.commanded: OrderedDict[tuple[str, int], None] = OrderedDict()  # the latest 10,000
+
+    def line(self, kind: str, record: dict[str, Any], timestamp_ms: int) -> str:
+        if self.as_json:
+            return json.dumps({"kind": kind, **record}, default=_ms)
+        text = format_result(record) if kind == "result" else format_command(record)
+        return f"{datetime.fromtimestamp(timestamp_ms / 1000):%H:%M:%S} {text}"
+
+    def add(self, kind: str, record: dict[str, Any], timestamp_ms: int) -> None:
+        key = (record["run_id"], record["attempt"])
+        line = self.line(kind, record, timestamp_ms)
+        if kind == "command":
+            print(line, flush=True)
+            self.commanded[key] = None
+            while len(self.commanded) > 10_000:
+                self.commanded.popitem(last=False)
+            if key in self.pending:
+                self._print_result(self.pending.pop(key)[1])
+        elif self.hold and key not in self.commanded:
+            self.pending[key] = (time.monotonic() + RESULT_HOLD_SECONDS, line)
+        else:
+            self._print_result(line)
+
+    def release(self, everything: bool = False) -> None:
+        """Print the held results whose wait is over (all of them with ``everything``)."""
+        now = time.monotonic()
+        for key, (until, line) in list(self.pending.items()):
+            if everything or until <= now:
+                del self.pending[key]
+                self._print_result(line)
+
+    def _print_result(self, line: str) -> None:
+        print(line, flush=True)
+        self.results += 1
 
 
 def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beginning: bool,
-         count: int | None, timeout: float | None, as_json: bool = False) -> int:
+         count: int | None, timeout: float | None, as_json: bool = False, verbose: bool = False) -> int:
     watched = [topics.run_results] + ([topics.job_commands] if commands else [])
-    seen = 0
+    printer = _TailPrinter(as_json, hold=commands)
     deadline = time.monotonic() + timeout if timeout else None
-    stream = client.follow(settings.bootstrap_servers, watched, from_beginning)
+    # The embedded broker's ListOffsets answer misses the end of a multi-record batch.
+    stream = client.follow(settings.bootstrap_servers, watched, from_beginning, fetched_end=settings.embedded,
+                           on_assigned=_say_start if verbose else None)
     try:
         for msg in stream:
             if deadline is not None and time.monotonic() > deadline:
-                return EXIT_OK if count is None else EXIT_FAIL
-            if msg is None:
-                continue
-            is_result = msg.topic() == topics.run_results
-            record = (avro.results() if is_result else avro.commands()).decode(msg.value())
-            if as_json:
-                print(json.dumps({"kind": "result" if is_result else "command", **record}, default=_ms), flush=True)
-            else:
-                print(format_result(record) if is_result else format_command(record), flush=True)
-            if is_result:
-                seen += 1
-            if count is not None and seen >= count:
+                printer.release(everything=True)
+                return EXIT_OK if count is None or printer.results >= count else EXIT_FAIL
+            if msg is not None:
+                is_result = msg.topic() == topics.run_results
+                record = (avro.results() if is_result else avro.commands()).decode(msg.value())
+                printer.add("result" if is_result else "command", record, msg.timestamp()[1])
+            printer.release()
+            if count is not None and printer.results >= count:
                 return EXIT_OK
     finally:
         stream.close()
@@ -274,14 +367,11 @@ def changelog_topic(settings: Settings, table: str) -> str:
 def read_table(settings: Settings, table: str) -> dict[bytes, bytes | None]:
     """A Faust table as its changelog says: the latest value per key (no worker needed)."""
     topic = changelog_topic(settings, table)
-    try:
-        return client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topic))
-    except KafkaException as exc:
-        raise CliError(f"cannot read {topic}: {exc}") from None
+    return client.latest_by_key(read_topic(settings, topic))
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    latest = read_table(settings_from(args), "job-state")
+    latest = read_table(connect(args), "job-state")
     value = latest.get(json.dumps(args.job).encode())  # Faust writes JSON keys
     if value is None:
         raise CliError(f"no stored state for job {args.job!r}")
@@ -304,7 +394,7 @@ def job_rows(latest: dict[bytes, bytes | None], only: list[str]) -> list[dict[st
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    rows = job_rows(read_table(settings_from(args), "job-runs"), args.job)
+    rows = job_rows(read_table(connect(args), "job-runs"), args.job)
     if args.job and not rows:
         raise CliError(f"no runs recorded for {', '.join(args.job)}")
     for row in rows:
@@ -314,6 +404,38 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         running = ", ".join(f"{r['run_id']} (attempt {r['attempt']}{', retry pending' if r['retry_pending'] else ''})"
                             for r in row["running"]) or "-"
         print(f"{row['job']}: waiting {row['waiting']}; running {running}")
+    return EXIT_OK
+
+
+def read_topic(settings: Settings, topic: str) -> list[Message]:
+    try:
+        return client.read_to_end(settings.bootstrap_servers, topic)
+    except KafkaException as exc:
+        raise CliError(f"cannot read {topic}: {exc}") from None
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    settings = connect(args)
+    topic = load_topics(settings).dead_letter
+    shown = problem_records.latest_first(read_topic(settings, topic))[:args.limit or None]
+    for msg in shown:
+        letter = problem_records.DeadLetter.of(msg, values=args.values)
+        print(letter.model_dump_json(exclude_none=not args.values) if args.json else letter.line())
+    return EXIT_OK
+
+
+def cmd_rejections(args: argparse.Namespace) -> int:
+    settings = connect(args)
+    topic = load_topics(settings).handler_rejections
+    seen: set[tuple[str | None, int | None]] = set()
+    rejections = []
+    for msg in problem_records.latest_first(read_topic(settings, topic)):
+        rejection = problem_records.Rejection.of(msg, values=args.values)
+        if (rejection.handler_id, rejection.offset) not in seen:  # every worker writes the same one
+            seen.add((rejection.handler_id, rejection.offset))
+            rejections.append(rejection)
+    for rejection in rejections[:args.limit or None]:
+        print(rejection.model_dump_json(exclude_none=not args.values) if args.json else rejection.line())
     return EXIT_OK
 
 
@@ -328,7 +450,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from .worker_main import run_worker
 
-    settings = settings_from(args)
+    settings = connect(args)
     if args.datadir:
         settings.datadir = Path(args.datadir)
     if args.web_port:
@@ -337,9 +459,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from .broker import BrokerError
     from .dev import run_dev
 
-    return run_dev(events=args.events)
+    try:
+        return run_dev(events=args.events)
+    except BrokerError as exc:
+        raise CliError(f"dev: {exc}") from None
 
 
 def cmd_test_match(args: argparse.Namespace) -> int:
@@ -348,8 +474,8 @@ def cmd_test_match(args: argparse.Namespace) -> int:
     if args.live is None:
         if args.file is None:
             raise CliError("give FILE (JSON lines, '-' for stdin), or --live EVENT", EXIT_BAD_INPUT)
-        return dry_run.main([args.file])
-    settings = settings_from(args)
+        return dry_run.main([args.file], strict=args.strict)
+    settings = connect(args)
     topics = load_topics(settings)
     live = []
     for handler_id, value in sorted(current_handlers(settings, topics).items()):
@@ -359,31 +485,44 @@ def cmd_test_match(args: argparse.Namespace) -> int:
             print(f"skipping invalid handler {handler_id}: {exc}", file=sys.stderr)
     texts = sys.stdin if args.live == "-" else [args.live]
     headers = {k: v for k, v in ((provenance.CREATOR, args.creator), (provenance.EMITTED_BY_JOB, args.emitted_by)) if v}
+    erred = 0
     for text in texts:
         if not text.strip():
             continue
         try:
             event = jsonvalue.load_object(text.encode())
         except jsonvalue.NotAJsonObject as exc:
+            erred += 1
             print(jsonvalue.dumps({"fires": [], "error": str(exc)}))
             continue
         fires = [f for f in dry_run.firing_handlers(live, event)
                  if provenance.constraints_hold(next(h for h in live if h.id == f["id"]).event, headers)]
         print(jsonvalue.dumps({"fires": fires, "error": None}), flush=True)
+    if args.strict and erred:
+        raise CliError(f"test-match: {erred} event(s) reported an error", EXIT_BAD_INPUT)
     return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------
 
 
+def add_kafka_options(target: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    target.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    target.add_argument("--topics-file", type=Path, help="topics.yaml to use (env SIGNALBOX_TOPICS_FILE)")
+    target.add_argument("--topic-prefix", help="prefix for every topic name (env SIGNALBOX_TOPIC_PREFIX)")
+    target.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
+    target.add_argument("--broker-kind", choices=["kafka", "tansu"],
+                        help="'tansu' enables the embedded broker's workarounds (env SIGNALBOX_BROKER_KIND)")
+    target.add_argument("-v", "--verbose", action="store_true", help="show librdkafka's own log lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
-    common.add_argument("--topics-file", type=Path, help="topics.yaml to use (env SIGNALBOX_TOPICS_FILE)")
-    common.add_argument("--topic-prefix", help="prefix for every topic name (env SIGNALBOX_TOPIC_PREFIX)")
-    common.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
-    common.add_argument("--broker-kind", choices=["kafka", "tansu"],
-                        help="'tansu' enables the embedded broker's workarounds (env SIGNALBOX_BROKER_KIND)")
+    add_kafka_options(common)
+    # For ACTION subcommands: no defaults, so options given before the action
+    # (`signalbox topics --bootstrap-servers X check`) are not reset by the action's parser.
+    common_action = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    add_kafka_options(common_action)
 
     parser = argparse.ArgumentParser(prog="signalbox", description="Event-triggered jobs on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -393,22 +532,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("topics", parents=[common], help="create or check the topics of topics.yaml")
-    p.add_argument("action", choices=["create", "check"])
-    p.set_defaults(func=cmd_topics)
+    ts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ts.add_parser("create", parents=[common_action],
+                      help="create the missing topics of topics.yaml, then check them all",
+                      description="Creates the topics of topics.yaml the broker lacks, then compares every one "
+                      "with topics.yaml (exit 2 on a difference).")
+    a.set_defaults(func=cmd_topics)
+    a = ts.add_parser("check", parents=[common_action], help="compare the broker's topics with topics.yaml",
+                      description="Compares the broker's topics with topics.yaml: one line per differing field "
+                      "on stderr and exit 2, else exit 0. Creates nothing.")
+    a.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("handlers", parents=[common], help="apply, list or delete handlers")
     hs = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = hs.add_parser("apply", parents=[common], help="apply handlers from YAML/JSON files or folders")
+    a = hs.add_parser("apply", parents=[common_action], help="apply handlers from YAML/JSON files or folders")
     a.add_argument("paths", nargs="+")
     a.add_argument("--skip-invalid", action="store_true", help="apply the valid ones even if some are invalid")
     a.set_defaults(func=cmd_handlers)
-    a = hs.add_parser("list", parents=[common], help="list the current handlers")
+    a = hs.add_parser("list", parents=[common_action], help="list the current handlers")
     a.add_argument("--json", action="store_true", help="one JSON handler per line")
     a.set_defaults(func=cmd_handlers)
-    a = hs.add_parser("arm", parents=[common], help="re-arm a once-handler (publishes it again)")
+    a = hs.add_parser("arm", parents=[common_action], help="re-arm a once-handler (publishes it again)")
     a.add_argument("id")
     a.set_defaults(func=cmd_handlers)
-    a = hs.add_parser("delete", parents=[common], help="delete a handler (tombstone)")
+    a = hs.add_parser("delete", parents=[common_action], help="delete a handler (tombstone)")
     a.add_argument("id")
     a.add_argument("--force", action="store_true", help="send the tombstone even if the id is unknown")
     a.set_defaults(func=cmd_handlers)
@@ -422,11 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="start a handler's job now (OpenFn's run button)")
     p.add_argument("handler_id")
-    p.add_argument("--params", default="{}", help="the run's parameters, a JSON object")
+    p.add_argument("--params", default="{}", help="the run's parameters, a JSON object (over the handler's "
+                   "constant cron.params); every param the handler declares needs a value")
+    p.add_argument("--allow-missing", action="store_true", help="run even if declared params have no value")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("worker", parents=[common], help="run a worker (match, schedule, settle, runner)")
-    p.add_argument("--jobs", action="append", default=[], metavar="MODULE", help="import MODULE for its @job functions")
+    p.add_argument("--jobs", action="append", default=[], metavar="MODULE|FILE",
+                   help="import MODULE (current directory first, then the path) or a .py FILE for its @job functions")
     p.add_argument("--datadir", help="RocksDB directory of this worker (env SIGNALBOX_DATADIR)")
     p.add_argument("--web-port", type=int, help="serve Faust's web views on 127.0.0.1:PORT")
     p.add_argument("--no-runner", action="store_true", help="do not run jobs here (external executors do)")
@@ -452,14 +602,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("test-match", parents=[common], help="dry-run filters (no broker), or ask the live handlers",
+    for name, func, what in (("dead-letters", cmd_dead_letters, "the dead-letter topic: records no worker could "
+                              "process, with the reason and where they came from"),
+                             ("rejections", cmd_rejections, "the handler-rejections topic: handler versions no "
+                              "worker applied, with the reason")):
+        p = sub.add_parser(name, parents=[common], help=f"latest records of {what.split(':')[0]}",
+                           description=f"Reads {what}; latest first. Values are not shown unless --values, and "
+                           "then only JSON values, with every field named like a secret (password, token, "
+                           "api_key, auth, ...) redacted.")
+        p.add_argument("--limit", type=int, default=20, help="show at most N records (0: all; default 20)")
+        p.add_argument("--json", action="store_true", help="one JSON object per line")
+        p.add_argument("--values", action="store_true", help="also show the record's value (JSON only, redacted)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("test-match", help="dry-run filters (no broker), or ask the live handlers",
                        description="test-match FILE: each line {\"handler\"|\"filter\": ..., \"event\": ...} gives "
                        "one line {\"matched\", \"params\", \"error\"}; no broker needed. "
-                       "test-match --live EVENT: which handlers on the handlers topic would fire for EVENT.")
+                       "test-match --live EVENT: which handlers on the handlers topic would fire for EVENT. "
+                       "Exit 0 even when lines report errors, unless --strict.")
     p.add_argument("file", nargs="?", help="JSON lines; '-' reads stdin")
+    p.add_argument("--strict", action="store_true", help="exit 2 when any line reports an error")
     p.add_argument("--live", metavar="EVENT", help="an event (JSON), or '-' for JSON lines on stdin")
-    p.add_argument("--creator", help="with --live: the event's creator header")
-    p.add_argument("--emitted-by", help="with --live: the job that emitted the event")
+    live = p.add_argument_group("with --live only (FILE mode uses no broker and ignores these)")
+    live.add_argument("--creator", help="the event's creator header")
+    live.add_argument("--emitted-by", help="the job that emitted the event")
+    add_kafka_options(live)
     p.set_defaults(func=cmd_test_match)
 
     p = sub.add_parser("schema", help="print the handler JSON Schema")
@@ -470,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    client.set_verbose(getattr(args, "verbose", False))
     try:
         return int(args.func(args))
     except CliError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from . import avro, cli, client
+from . import avro, cli, client, provenance, records
 from . import topics as topics_mod
 from .broker import EmbeddedBroker
 from .handler_files import load_handlers
@@ -28,10 +30,32 @@ from .settings import Settings
 
 EXAMPLES = Path(str(resources.files("streams.examples")))
 WORKDIR = Path(".signalbox/dev")
+SAMPLE_KEY = b"dev-examples"
 
 
-def _say(text: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+class StdoutClosed(Exception):
+    """Whoever read our output is gone (`make dev | tee log`, then tee died)."""
+
+
+def _say(text: str, stamp: bool = True) -> None:
+    try:
+        print(f"{time.strftime('%H:%M:%S')} {text}" if stamp else text, flush=True)
+    except BrokenPipeError:
+        # Nobody reads us any more: send the rest of our output (and Python's last flush at
+        # exit) nowhere, and stop.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise StdoutClosed from None
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (noticed without writing)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+class ChildExited(Exception):
+    """The broker or the worker stopped by itself."""
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -64,14 +88,36 @@ def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
                     "event_type": "MigratablePID"}).encode() for i in range(extra)]
 
 
+def _send_the_other_kinds(bootstrap: str, topics: topics_mod.Topics) -> None:
+    """What events.jsonl cannot say: a trusted ingest's header, and a run-now request."""
+    imports = [json.dumps({"id": f"import-{n}", "event_type": "PatientImport", "patient": f"P-{n}"}).encode()
+               for n in (1, 2)]
+    client.produce_all(bootstrap, [(topics.events, SAMPLE_KEY, imports[0])],
+                       headers=[(provenance.CREATOR, b"hospital-gateway")])
+    client.produce_all(bootstrap, [(topics.events, SAMPLE_KEY, imports[1])])
+    _say("sent PatientImport P-1 with the header creator=hospital-gateway (fires trusted-patient-import) "
+         "and P-2 without it (fires nothing)")
+    request = records.run_request("heartbeat-report", {}, f"run-dev-{int(time.time())}")
+    client.produce_all(bootstrap, [(topics.events, SAMPLE_KEY, json.dumps(request).encode())])
+    _say("requested a run of heartbeat-report now, as `signalbox run heartbeat-report` does")
+
+
+def export_line(bootstrap: str) -> str:
+    """The shell line that points the CLI at this dev broker (its port is random)."""
+    return f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap} SIGNALBOX_BROKER_KIND=tansu"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def run_dev(events: int = 0) -> int:
-    # SIGTERM (a service manager, `timeout`) stops everything as Ctrl-C does: the worker
-    # and the broker are children of this process and must not outlive it.
+    # SIGTERM (a service manager, `timeout`) and SIGHUP (the terminal closed) stop everything
+    # as Ctrl-C does, and so does a closed stdout or the exit of either child: the worker and
+    # the broker are children of this process and must not outlive it.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    code = 0
     if WORKDIR.exists():
         shutil.rmtree(WORKDIR)  # the broker keeps nothing between runs, so neither do we
     WORKDIR.mkdir(parents=True)
@@ -83,7 +129,9 @@ def run_dev(events: int = 0) -> int:
         settings = Settings(bootstrap_servers=broker.bootstrap_servers, broker_kind="tansu",
                             datadir=WORKDIR / "worker-data")
         topics = topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
-        _say(f"embedded broker (tansu) on {broker.bootstrap_servers}; log {WORKDIR / 'tansu.log'}")
+        _say(f"embedded broker (tansu, pid {broker.pid}) on {broker.bootstrap_servers}; log {WORKDIR / 'tansu.log'}")
+        _say("to use the signalbox CLI from a second shell (after `. .venv/bin/activate`), run there:")
+        _say(export_line(broker.bootstrap_servers), stamp=False)  # no time stamp: copy and paste it
         topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics)
         _say(f"created {len(topics.specs)} topics from {settings.topics_file}")
         handlers, errors = load_handlers([EXAMPLES / "handlers.yaml"])
@@ -95,14 +143,25 @@ def run_dev(events: int = 0) -> int:
         worker = _start_worker(settings, WORKDIR / "worker.log")
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
         first, second = _sample_events(events)
-        client.produce_all(broker.bootstrap_servers, [(topics.events, None, v) for v in first])
+        # One key: one partition, read in file order, so the once-listener fires on aviso-1
+        # in every run (unkeyed, the two aviso events could be read in either order).
+        client.produce_all(broker.bootstrap_servers, [(topics.events, SAMPLE_KEY, v) for v in first])
         _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
+        _send_the_other_kinds(broker.bootstrap_servers, topics)
         _say("watching job commands and run results (Ctrl-C to stop)")
-        _follow(broker.bootstrap_servers, topics, worker, second, started)
-    except KeyboardInterrupt:
+        _follow(broker.bootstrap_servers, topics, broker, worker, second, started)
+    except (KeyboardInterrupt, StdoutClosed):
         pass
+    except ChildExited as exc:
+        _say_if_possible(str(exc))
+        code = 1
+    except (KafkaException, TimeoutError):
+        if broker.returncode is None:
+            raise
+        _say_if_possible(f"the broker exited with {broker.returncode}; see {WORKDIR / 'tansu.log'}")
+        code = 1
     finally:
-        _say("stopping")
+        _say_if_possible("stopping")
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -111,19 +170,29 @@ def run_dev(events: int = 0) -> int:
                 worker.kill()
                 worker.wait(10)
         broker.stop()
-        _say("stopped")
-    return 0
+        _say_if_possible("stopped")
+    return code
 
 
-def _follow(bootstrap: str, topics: topics_mod.Topics, worker: subprocess.Popen[bytes], later: list[bytes],
-            started: float) -> None:
+def _say_if_possible(text: str) -> None:
+    try:
+        _say(text)
+    except StdoutClosed:
+        pass
+
+
+def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker, worker: subprocess.Popen[bytes],
+            later: list[bytes], started: float) -> None:
     results = 0
     last_record = time.monotonic()
     for msg in client.follow(bootstrap, [topics.job_commands, topics.run_results, topics.dead_letter], True):
         if worker.poll() is not None:
-            _say(f"the worker exited with {worker.returncode}; see {WORKDIR / 'worker.log'}")
-            return
+            raise ChildExited(f"the worker exited with {worker.returncode}; see {WORKDIR / 'worker.log'}")
+        if broker.returncode is not None:
+            raise ChildExited(f"the broker exited with {broker.returncode}; see {WORKDIR / 'tansu.log'}")
         if msg is None:
+            if _stdout_closed():
+                raise StdoutClosed
             # The first wave has settled (quiet for a second): send the second one.
             if later and results and time.monotonic() - last_record > 1.0:
                 client.produce_all(bootstrap, [(topics.events, None, v) for v in later])

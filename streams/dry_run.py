@@ -83,23 +83,31 @@ def evaluate_line(line: str) -> dict[str, Any]:
     return _result(True, {}, None) if matched else _result(False, None, None)
 
 
-def run(lines: Iterable[str], out: TextIO) -> int:
+def run(lines: Iterable[str], out: TextIO, strict: bool = False) -> int:
+    """Evaluate each line; with ``strict``, 2 when any line reports an error."""
+    erred = 0
     for line in lines:
-        out.write(jsonvalue.dumps(evaluate_line(line.rstrip("\r\n"))) + "\n")
+        result = evaluate_line(line.rstrip("\r\n"))
+        erred += result["error"] is not None
+        out.write(jsonvalue.dumps(result) + "\n")
         out.flush()
+    if strict and erred:
+        sys.stderr.write(f"test-match: {erred} line(s) reported an error\n")
+        return 2
     return 0
 
 
-def main(argv: list[str]) -> int:
-    """``test-match FILE``: FILE of JSON lines, ``-`` for stdin. Exit 0, or 2 on bad usage."""
+def main(argv: list[str], strict: bool = False) -> int:
+    """``test-match FILE``: FILE of JSON lines, ``-`` for stdin. Exit 0, or 2 on bad usage
+    (and, with ``strict``, when any line reports an error)."""
     if len(argv) != 1:
         sys.stderr.write("usage: test-match FILE   (JSON lines; '-' reads stdin)\n")
         return 2
     if argv[0] == "-":
-        return run(sys.stdin, sys.stdout)
+        return run(sys.stdin, sys.stdout, strict)
     try:
         with open(argv[0], encoding="utf-8") as f:
-            return run(f, sys.stdout)
+            return run(f, sys.stdout, strict)
     except OSError as exc:
         sys.stderr.write(f"test-match: cannot read {argv[0]}: {exc.strerror or exc}\n")
         return 2

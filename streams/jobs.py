@@ -15,8 +15,11 @@ object); returning None keeps ``run.state`` (as the job left it) as the final st
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 JobResult = dict[str, Any] | None
@@ -73,6 +76,32 @@ def names() -> list[str]:
 
 
 def load_modules(modules: list[str]) -> None:
-    """Import the user's job modules so their @job functions register."""
+    """Import the user's job modules so their @job functions register.
+
+    Each is a module name, looked up in the current directory first and then on the
+    path (``myjobs``, ``pkg.jobs``), or a file path (``./jobs/myjobs.py``)."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     for module in modules:
-        importlib.import_module(module)
+        if module.endswith(".py") or "/" in module or "\\" in module:
+            load_file(Path(module))
+        else:
+            importlib.import_module(module)
+
+
+def load_file(path: Path) -> None:
+    """Import a Python file as the module named after its stem."""
+    if not path.is_file():
+        raise ImportError(f"no file {str(path)!r}")
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {str(path)!r} (not a Python file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise

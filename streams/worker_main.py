@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from confluent_kafka.admin import AdminClient
 from faust import Worker
 
-from . import jobs
+from . import client, jobs
 from . import topics as topics_mod
 from .engine import build_app
 from .runner import Runner
 from .settings import Settings
 
-log = logging.getLogger(__name__)
-
 
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
                loglevel: str = "info") -> int:
-    problems = topics_mod.check(AdminClient({"bootstrap.servers": settings.bootstrap_servers}), topics)
+    problems = topics_mod.check(client.admin(settings.bootstrap_servers), topics)
     if problems:
         print("signalbox worker: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
         for line in problems:
@@ -38,6 +34,7 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     # Faust's terminal spinner sets the root logger to DEBUG at levels >= WARNING, which
     # makes every debug call in the hot path build a log record (10% of a busy worker).
     worker.spinner = None
-    log.info("jobs registered: %s", ", ".join(jobs.names()) or "(none)")
+    # Faust configures logging only in execute_from_commandline: print, so it is always seen.
+    print(f"signalbox worker: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0

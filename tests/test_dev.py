@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +28,18 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     carried = re.compile(r"COMMAND job=migrate-pid .*trigger=event:id:wave2-.* state=[1-9]\d*B")
+    # every trigger kind of the README fires at least once
+    kinds = [carried,
+             re.compile(r"COMMAND job=record-event handler=eventbridge-hot-sensor .*params=\{\"celsius\":31\.5\}"),
+             re.compile(r'COMMAND job=record-event handler=trusted-patient-import .*params=\{"patient":"P-1"\}'),
+             re.compile(r"COMMAND job=record-event handler=migration-reported .*trigger=event:"),
+             re.compile(r"COMMAND job=report handler=heartbeat-report .*trigger=manual:"),
+             re.compile(r"COMMAND job=report handler=heartbeat-report .*trigger=cron:"),
+             re.compile(r"COMMAND job=notify-archivist handler=after-migration .*trigger=after:"),
+             re.compile(r"COMMAND job=alert handler=import-failed .*trigger=after:"),
+             re.compile(r"COMMAND job=run-task handler=aviso-mars-step0 ")]
     try:
-        while time.monotonic() < deadline and not any(carried.search(line) for line in lines):
+        while time.monotonic() < deadline and not all(any(k.search(line) for line in lines) for k in kinds):
             line = proc.stdout.readline()
             if line:
                 lines.append(line.rstrip())
@@ -38,7 +50,13 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     output = "\n".join(lines) + "\n" + rest
-    assert any(carried.search(line) for line in lines), output
+    missing = [k.pattern for k in kinds if not any(k.search(line) for line in lines)]
+    assert not missing, (missing, output)
+    # the creator constraint and emitted_by: P-2 had no header, evt-10 was sent, not emitted
+    assert '"patient":"P-2"' not in output and "forged" not in output
+    # a second shell learns where the broker is from the first lines, ready to paste
+    export = next(line for line in lines[:5] if line.startswith("export "))
+    assert re.fullmatch(r"export KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:\d+ SIGNALBOX_BROKER_KIND=tansu", export), export
     # the feeder use case: the PID reaches the migration job as its parameter
     pid_command = r'COMMAND job=migrate-pid handler=feeder-migrate-pid .*params=\{"sip":"CH-002003-9:1553"\}'
     assert re.search(pid_command, output)
@@ -47,12 +65,15 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert '"name":"Jack Wilshere"' in output
     assert "Larry Bird" not in output and "john doe" not in output
     assert "status=failed" in output and "DEAD " in output
+    # the once-listener fires on the first aviso event, every run (the samples share one key)
+    assert re.search(r'COMMAND job=run-task handler=aviso-mars-step0 .*params=\{"date":"20261122"\}', output), output
+    assert '"date":"20261123"' not in output
     assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output
     assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
 
 
-def test_dev_stopped_with_sigterm_takes_its_worker_and_broker_with_it(tmp_path):
-    """A service manager or `timeout` stops with SIGTERM: nothing may outlive `signalbox dev`."""
+def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int, int]:
+    """`signalbox dev` up to "watching": the process, the worker's and the broker's pids, the broker's port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNALBOX_"))}
     proc = subprocess.Popen([sys.executable, "-m", "streams", "dev"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -63,9 +84,52 @@ def test_dev_stopped_with_sigterm_takes_its_worker_and_broker_with_it(tmp_path):
         line = proc.stdout.readline()
         assert line or proc.poll() is None, "\n".join(lines)
         lines.append(line.rstrip())
-    worker_pid = int(re.search(r"worker started \(pid (\d+)\)", "\n".join(lines)).group(1))
-    proc.send_signal(signal.SIGTERM)
+    text = "\n".join(lines)
+    worker = re.search(r"worker started \(pid (\d+)\)", text)
+    broker = re.search(r"embedded broker \(tansu, pid (\d+)\) on 127\.0\.0\.1:(\d+)", text)
+    assert worker and broker, text
+    return proc, int(worker.group(1)), int(broker.group(1)), int(broker.group(2))
+
+
+def _assert_all_gone(worker_pid: int, broker_pid: int, port: int) -> None:
+    deadline = time.monotonic() + 30
+    for pid in (worker_pid, broker_pid):
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"pid {pid} still alive"
+            time.sleep(0.1)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_dev_stopped_with_sigterm_or_sighup_takes_its_worker_and_broker_with_it(tmp_path: Path, sig: int):
+    """A service manager or `timeout` stops with SIGTERM, a closed terminal with SIGHUP: nothing may
+    outlive `signalbox dev`."""
+    proc, worker_pid, broker_pid, port = _start_dev(tmp_path)
+    proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and rest.rstrip().endswith("stopped"), rest
-    with pytest.raises(ProcessLookupError):
-        os.kill(worker_pid, 0)
+    _assert_all_gone(worker_pid, broker_pid, port)
+
+
+def test_dev_whose_reader_has_gone_stops_everything(tmp_path: Path):
+    """`make dev | tee log`, and tee dies first: dev notices its closed stdout and stops."""
+    proc, worker_pid, broker_pid, port = _start_dev(tmp_path)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert proc.wait(60) == 0
+    _assert_all_gone(worker_pid, broker_pid, port)
+
+
+@pytest.mark.parametrize("child", ["worker", "broker"])
+def test_dev_stops_the_rest_when_a_child_dies(tmp_path: Path, child: str):
+    proc, worker_pid, broker_pid, port = _start_dev(tmp_path)
+    os.kill(worker_pid if child == "worker" else broker_pid, signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, rest
+    assert f"the {child} exited with -9; see .signalbox/dev/" in rest and rest.rstrip().endswith("stopped"), rest
+    _assert_all_gone(worker_pid, broker_pid, port)

@@ -124,7 +124,7 @@ def test_run_now_and_cron_state_limits(stack: Stack, worker, commands, results):
     assert command(later[1])["initial_state_json"] == small
     stack.delete_handler(h["id"])
     unknown = stack.cli("run", "no-such-handler")
-    assert unknown.returncode == 1 and "no handler" in unknown.stderr
+    assert unknown.returncode == 2 and "no handler" in unknown.stderr
 
 
 def test_flow_chain_passes_state_and_catch_fires_on_failure(stack: Stack, worker, commands, results):

@@ -52,3 +52,9 @@ def alert(run: Run) -> dict[str, Any]:
 def run_task(run: Run) -> dict[str, Any]:
     """The task the Aviso listener releases."""
     return {"released_for": run.params["date"]}
+
+
+@job("record-event")
+def record_event(run: Run) -> dict[str, Any]:
+    """What the EventBridge, creator and emitted_by examples start: counts what it was given."""
+    return {"recorded": run.state.get("recorded", 0) + 1, "last": run.params}

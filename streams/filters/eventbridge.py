@@ -270,8 +270,8 @@ def parse_ip(text: str) -> tuple[int, int] | None:
 
 
 def parse_cidr(text: str, path: Path) -> ValuePattern:
-    """``("ip", bits, low, high)``. Like event-ruler, the range starts at the address as
-    written (host bits are not cleared) and ends at the last address of the block."""
+    """``("ip", bits, low, high)``: the whole network of the block. Host bits set in the
+    address are cleared, as event-ruler does (``10.0.0.5/24`` covers ``10.0.0.0/24``)."""
     parts = java_split(text, "/")
     if len(parts) != 2:
         raise PatternError(path, "Malformed CIDR, one '/' required")
@@ -291,7 +291,7 @@ def parse_cidr(text: str, path: Path) -> ValuePattern:
     if bits == 128 and mask > 127:
         raise PatternError(path, "IPv6 mask bits must be < 128")
     host = (1 << (bits - mask)) - 1
-    return ("ip", bits, value, value | host)
+    return ("ip", bits, value & ~host, value | host)
 
 
 # -- strings ----------------------------------------------------------------------------
