@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -146,6 +147,76 @@ def cmd_handlers(args: argparse.Namespace) -> int:
                        EXIT_BAD_INPUT)
     client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
     print(f"deleted {args.id}")
+    return EXIT_OK
+
+
+# -- listeners (Mistral's) ------------------------------------------------------------
+
+# Mistral's lifecycle names (and ours) -> the new_status of the status events
+LIFECYCLE = {"launched": "started", "started": "started", "succeeded": "finished", "success": "finished",
+             "finished": "finished", "failed": "failed", "error": "failed", "timed-out": "timed_out",
+             "timed_out": "timed_out", "retrying": "retrying"}
+
+
+def listener_handler(args: argparse.Namespace) -> handlers.Handler:
+    """A webhook handler on the lifecycle events of the named jobs."""
+    jobs = sorted({j.strip() for part in args.job for j in part.split(",") if j.strip()})
+    wanted = [w.strip().lower() for part in args.on for w in part.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in LIFECYCLE]
+    if unknown:
+        raise CliError(f"--on: unknown event(s) {', '.join(unknown)}; known: {', '.join(LIFECYCLE)}", EXIT_BAD_INPUT)
+    statuses = sorted({LIFECYCLE[w] for w in wanted})
+    headers: dict[str, Any] = {}
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--header {item!r}: expected NAME=VALUE (or NAME=secret:SECRET_NAME)", EXIT_BAD_INPUT)
+        headers[name] = {"secret": value[len("secret:"):]} if value.startswith("secret:") else value
+    listener_id = args.id or f"listener.{'+'.join(jobs)}.{hashlib.sha256(args.url.encode()).hexdigest()[:8]}"
+    data = {"id": listener_id[:200], "description": f"webhook on {', '.join(wanted)} of {', '.join(jobs)}",
+            "event": {"match": {"source": "internal", "event_type": records.STATUS_EVENT_TYPE},
+                      "pattern": {"job": jobs, "new_status": statuses}},
+            "webhook": {"url": args.url, "method": args.method.upper(), "headers": headers,
+                        **({"secret": args.secret} if args.secret else {})}}
+    try:
+        return handlers.parse_handler(data)
+    except handlers.InvalidHandler as exc:
+        raise CliError(f"invalid listener: {exc}", EXIT_BAD_INPUT) from None
+
+
+def cmd_listeners(args: argparse.Namespace) -> int:
+    settings = connect(args)
+    topics = load_topics(settings)
+    if args.action == "add":
+        h = listener_handler(args)
+        client.produce_all(settings.bootstrap_servers, [
+            (topics.handlers, h.id.encode(), json.dumps(h.model_dump(mode="json", exclude_none=True)).encode())])
+        print(f"added listener {h.id}")
+        return EXIT_OK
+    current = current_handlers(settings, topics)
+    webhooks: dict[str, handlers.Handler] = {}
+    for handler_id, value in current.items():
+        try:
+            h = handlers.parse_handler(value, key=handler_id)
+        except handlers.InvalidHandler:
+            continue
+        if h.webhook is not None:
+            webhooks[handler_id] = h
+    if args.action == "list":
+        for handler_id in sorted(webhooks):
+            h = webhooks[handler_id]
+            assert h.webhook is not None
+            if args.json:
+                print(json.dumps(h.model_dump(mode="json", exclude_none=True)))
+            else:
+                print(f"{h.id}	{h.webhook.method} {h.webhook.url}	enabled={str(h.enabled).lower()}	"
+                      f"{describe_trigger(h)}")
+        return EXIT_OK
+    if args.id not in webhooks:
+        raise CliError(f"no listener {args.id!r} (a handler with a webhook target) on {topics.handlers}",
+                       EXIT_BAD_INPUT)
+    client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
+    print(f"deleted listener {args.id}")
     return EXIT_OK
 
 
@@ -559,6 +630,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("id")
     a.add_argument("--force", action="store_true", help="send the tombstone even if the id is unknown")
     a.set_defaults(func=cmd_handlers)
+
+    p = sub.add_parser("listeners", parents=[common], help="webhooks on jobs' lifecycle events (Mistral's)")
+    ls = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ls.add_parser("add", parents=[common_action], help="add a webhook on the lifecycle events of jobs",
+                      description="Publishes a webhook handler on the status events of the jobs: "
+                      "started (launched), succeeded, failed, timed-out, retrying.")
+    a.add_argument("--job", action="append", required=True, help="job name(s), comma-separated or repeated")
+    a.add_argument("--on", action="append", required=True, help="events, e.g. succeeded,failed")
+    a.add_argument("--url", required=True, help="http(s) URL of the receiver")
+    a.add_argument("--method", default="POST", choices=["POST", "PUT", "PATCH", "post", "put", "patch"])
+    a.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                   help="a header sent as given; NAME=secret:SECRET_NAME takes the named secret's value")
+    a.add_argument("--secret", help="name of the signing secret (whsec_...), resolved by the workers")
+    a.add_argument("--id", help="the listener's handler id (default: from the jobs and the URL)")
+    a.set_defaults(func=cmd_listeners)
+    a = ls.add_parser("list", parents=[common_action], help="list the webhook handlers")
+    a.add_argument("--json", action="store_true", help="one JSON handler per line")
+    a.set_defaults(func=cmd_listeners)
+    a = ls.add_parser("delete", parents=[common_action], help="delete a webhook handler (tombstone)")
+    a.add_argument("id")
+    a.set_defaults(func=cmd_listeners)
 
     p = sub.add_parser("send", parents=[common], help="send events (JSON objects)")
     p.add_argument("event", nargs="?", help="an event as JSON, or '-' to read JSON lines from stdin")

@@ -106,7 +106,8 @@ def test_help_on_every_subcommand(cli_stack: Stack):
                  ["run", "--help"],
                  ["test-match", "--help"], ["handlers", "arm", "--help"],
                  ["handlers", "list", "--help"], ["handlers", "delete", "--help"], ["send", "--help"],
-                 ["worker", "--help"], ["tail", "--help"], ["state", "--help"], ["schema", "--help"]):
+                 ["worker", "--help"], ["tail", "--help"], ["state", "--help"], ["schema", "--help"],
+                 ["listeners", "add", "--help"], ["listeners", "list", "--help"], ["listeners", "delete", "--help"]):
         out = cli_stack.cli(*args)
         assert out.returncode == 0 and out.stdout.startswith("usage: signalbox"), args
 

@@ -225,6 +225,33 @@ def test_mistral_listener_gets_started_then_finished_and_failed(stack: Stack, ho
     assert len(receiver.received) == 4, "a delivery's own lifecycle starts no delivery"
 
 
+def test_listeners_cli_adds_lists_and_deletes_a_mistral_listener(stack: Stack, hook_worker: WorkerProcess,
+                                                                 receiver: Receiver) -> None:
+    kind = unique("cli")
+    stack.apply_handler({"id": kind, "job": "tick5", "event": {"match": {"type": kind}}})
+    bad = stack.cli("listeners", "add", "--job", "tick5", "--on", "exploded", "--url", receiver.url)
+    assert bad.returncode == 2 and "unknown event(s) exploded" in bad.stderr
+    added = stack.cli("listeners", "add", "--job", "tick5", "--on", "launched,succeeded", "--url",
+                      f"{receiver.url}/cli", "--secret", "hook", "--header", "Authorization=secret:api-token",
+                      "--id", f"{kind}-listener")
+    assert added.returncode == 0, added.stderr
+    stack.wait_logged(f"handler {kind}-listener applied")
+    listed = stack.cli("listeners", "list")
+    assert f"{kind}-listener\tPOST {receiver.url}/cli" in listed.stdout
+    stack.send_event({"id": unique("e"), "type": kind})
+    got = receiver.wait_for("/cli", count=2)
+    assert sorted(json_of(r)["type"] for r in got) == ["run.finished", "run.started"]
+    assert all(r.headers["Authorization"] == "token-123" for r in got)
+    assert all(standardwebhooks.Webhook(SECRET).verify(r.body, r.headers) for r in got)
+    deleted = stack.cli("listeners", "delete", f"{kind}-listener")
+    assert deleted.returncode == 0, deleted.stderr
+    stack.wait_logged(f"handler {kind}-listener deleted")
+    assert stack.cli("listeners", "delete", f"{kind}-listener").returncode == 2
+    stack.send_event({"id": unique("e"), "type": kind})
+    time.sleep(2.0)
+    assert len(receiver.received) == 2, "a deleted listener delivers nothing"
+
+
 def test_webhook_secrets_never_reach_a_topic(stack: Stack, hook_worker: WorkerProcess) -> None:
     """Everything the module's deliveries wrote, read from outside: no secret value."""
     for topic in (stack.topics.handlers, stack.topics.job_commands, stack.topics.run_results,
