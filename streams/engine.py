@@ -187,9 +187,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         """Every trigger one event starts: event handlers, flow/catch handlers, run requests."""
         out = []
         matches = [m for m in handlers.events.match(doc) if provenance.constraints_hold(m.handler.event, headers)]
-        if matches and records.is_status_event(doc) and doc["job"].startswith("webhook."):
+        if matches and records.is_status_event(doc) and doc["job"].startswith(("webhook.", "email.")):
             # a delivery's own lifecycle never starts another delivery (no loops)
-            matches = [m for m in matches if m.handler.webhook is None]
+            matches = [m for m in matches if m.handler.webhook is None and m.handler.email is None]
         if matches:
             ref = event_identity(doc, message.topic, message.partition, message.offset)
             timestamp = int(message.timestamp * 1000) if message.timestamp else None

@@ -206,10 +206,45 @@ class WebhookTarget(BaseModel):
         return ([self.secret] if self.secret else []) + self.secrets
 
 
+class EmailTarget(BaseModel):
+    """Send an e-mail; subject and message are Jinja2 templates over the event's fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: list[str] = Field(min_length=1, description="Recipient addresses.")
+    subject: str = Field(max_length=1000, description="Template, e.g. 'Task {{ task_id }} finished'.")
+    message: str = Field(max_length=100_000, description="Template of the plain-text body.")
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_more(cls, to: Any) -> Any:
+        return [to] if isinstance(to, str) else to
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, to: list[str]) -> list[str]:
+        for address in to:
+            if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+", address):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return to
+
+    @field_validator("subject", "message")
+    @classmethod
+    def _template(cls, text: str) -> str:
+        from jinja2 import TemplateSyntaxError
+        from jinja2.sandbox import SandboxedEnvironment
+
+        try:
+            SandboxedEnvironment().parse(text)
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"template: {exc.message} (line {exc.lineno})") from None
+        return text
+
+
 # Deliveries retry in the spirit of Standard Webhooks/Svix: seconds, then minutes, then hours.
-WEBHOOK_RETRY = {"attempts": 8, "backoff": {"initial_seconds": 5, "factor": 6, "max_seconds": 36000},
+DELIVERY_RETRY = {"attempts": 8, "backoff": {"initial_seconds": 5, "factor": 6, "max_seconds": 36000},
                  "jitter": 0.2, "max_age_seconds": 3 * 86400}
-WEBHOOK_CONCURRENCY = 10
+DELIVERY_CONCURRENCY = 10
 
 
 class Handler(BaseModel):
@@ -220,11 +255,12 @@ class Handler(BaseModel):
     id: str = Field(pattern=HANDLER_ID_PATTERN, description="Unique id; also the record key.")
     job: str = Field(
         default="", pattern=f"{JOB_NAME_PATTERN}|^$",
-        description="Name of the job to start (a webhook listener's is webhook.<id>).",
+        description="Name of the job to start (a webhook or email handler's is webhook.<id> or email.<id>).",
     )
     webhook: WebhookTarget | None = Field(
         default=None, description="Deliver to an HTTP endpoint instead of starting a Python job.",
     )
+    email: EmailTarget | None = Field(default=None, description="Send an e-mail instead of starting a Python job.")
     enabled: bool = Field(default=True, description="A disabled handler never fires.")
     event: EventTrigger | None = Field(default=None, description="Fire on events that pass this filter.")
     cron: CronTrigger | None = Field(default=None, description="Fire on a schedule.")
@@ -265,18 +301,21 @@ class Handler(BaseModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> Handler:
-        if self.webhook is not None:
-            if self.job and self.job != webhook_job(self.id):
-                raise ValueError("a webhook handler starts no job: leave job out (its runs are job webhook.<id>)")
-            self.job = webhook_job(self.id)
+        if self.webhook is not None and self.email is not None:
+            raise ValueError("one target: webhook or email, not both")
+        target = "webhook" if self.webhook is not None else "email" if self.email is not None else None
+        if target is not None:
+            if self.job and self.job != delivery_job(target, self.id):
+                raise ValueError(f"a {target} handler starts no job: leave job out (its runs are job {target}.<id>)")
+            self.job = delivery_job(target, self.id)
             if "retry" not in self.model_fields_set:
-                self.retry = RetryPolicy.model_validate(WEBHOOK_RETRY)
+                self.retry = RetryPolicy.model_validate(DELIVERY_RETRY)
             if "concurrency" not in self.model_fields_set:
-                self.concurrency = WEBHOOK_CONCURRENCY
+                self.concurrency = DELIVERY_CONCURRENCY
         elif not self.job:
             raise ValueError("job is required (or a webhook target)")
-        elif self.job.startswith("webhook."):
-            raise ValueError("job names starting with 'webhook.' are the deliveries of webhook handlers")
+        elif self.job.startswith(("webhook.", "email.")):
+            raise ValueError("job names starting with 'webhook.' or 'email.' are the deliveries of those handlers")
         return self
 
     @model_validator(mode="after")
@@ -295,9 +334,9 @@ class Handler(BaseModel):
         return "event" if self.event is not None else "cron" if self.cron is not None else "after"
 
 
-def webhook_job(handler_id: str) -> str:
-    """The job name of a webhook listener's deliveries."""
-    return "webhook." + re.sub(r"[^A-Za-z0-9._:-]", "_", handler_id)[:190]
+def delivery_job(transport: str, handler_id: str) -> str:
+    """The job name of a delivery handler's runs: ``webhook.<id>``, ``email.<id>``."""
+    return f"{transport}." + re.sub(r"[^A-Za-z0-9._:-]", "_", handler_id)[:190]
 
 
 class InvalidHandler(ValueError):

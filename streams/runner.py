@@ -27,7 +27,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
 from . import avro, jobs, provenance, records
-from .delivery import guard, webhook
+from .delivery import email, guard, webhook
 from .handler_set import HandlerSet
 from .settings import Settings
 from .topics import Topics
@@ -35,6 +35,7 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.1  # offsets of finished commands are committed at most this often
+DELIVERY_JOB_PREFIXES = ("webhook.", "email.")  # runs of webhook and email handlers
 
 
 def now_ms() -> int:
@@ -52,10 +53,10 @@ def emitted_events(run: jobs.Run) -> list[tuple[bytes, list[tuple[str, bytes]]]]
 
 
 async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None = None,
-                  allow: list[guard.Network] | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
+                  settings: Settings | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
     """Run one decoded job command; returns the run result record and the Run (if started)."""
-    if command["job"].startswith("webhook."):
-        return await execute_delivery(command, runner_name, handlers, allow or []), None
+    if command["job"].startswith(DELIVERY_JOB_PREFIXES):
+        return await execute_delivery(command, runner_name, handlers, settings or Settings()), None
     started = now_ms()
     result: dict[str, Any] = {
         "run_id": command["run_id"],
@@ -105,28 +106,32 @@ async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSe
 
 
 async def execute_delivery(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None,
-                           allow: list[guard.Network]) -> dict[str, Any]:
-    """A webhook handler's run: one delivery attempt (the handler as it is now)."""
+                           settings: Settings) -> dict[str, Any]:
+    """A webhook or email handler's run: one delivery attempt (the handler as it is now)."""
     started = now_ms()
     result: dict[str, Any] = {
         "run_id": command["run_id"], "job": command["job"], "handler_id": command["handler_id"],
         "attempt": command["attempt"], "started_at": started, "runner": runner_name,
     }
     handler = handlers.get(command["handler_id"]) if handlers is not None else None
-    if handler is None or handler.webhook is None:
-        outcome = webhook.Outcome(False, None, 0, f"webhook handler {command['handler_id']!r} no longer exists",
+    transport = command["job"].split(".", 1)[0]
+    if handler is not None and handler.webhook is not None and transport == "webhook":
+        host = urlsplit(handler.webhook.url).hostname or ""
+        outcome = await webhook.deliver(handler, command, guard.parse_allow(settings.delivery_allow))
+    elif handler is not None and handler.email is not None and transport == "email":
+        host = settings.smtp_host
+        outcome = await email.deliver(handler, command, settings)
+    else:
+        outcome = webhook.Outcome(False, None, 0, f"{transport} handler {command['handler_id']!r} no longer exists",
                                   retry=False)
         host = ""
-    else:
-        host = urlsplit(handler.webhook.url).hostname or ""
-        outcome = await webhook.deliver(handler, command, allow)
     if outcome.delivered:
         log.info("run %s: delivered to %s (HTTP %s, %d ms)", command["run_id"], host, outcome.status, outcome.ms)
     else:
         log.warning("run %s: delivery to %s failed: %s", command["run_id"], host, outcome.error)
     return {**result, "status": "succeeded" if outcome.delivered else "failed", "finished_at": now_ms(),
-            "final_state_json": json.dumps(outcome.record(host, command["attempt"]), separators=(",", ":")),
-            "error": None if outcome.delivered else f"webhook to {host}: {outcome.error}"}
+            "final_state_json": json.dumps(outcome.record(transport, host, command["attempt"]), separators=(",", ":")),
+            "error": None if outcome.delivered else f"{transport} to {host}: {outcome.error}"}
 
 
 class Runner(Service):
@@ -137,7 +142,6 @@ class Runner(Service):
         self.settings = settings
         self.topics = topics
         self.handlers = handlers
-        self.allow = guard.parse_allow(settings.delivery_allow)
         self.name_ = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -213,7 +217,7 @@ class Runner(Service):
             started = json.dumps(records.started_event(command), separators=(",", ":")).encode()
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
-            result, run = await execute(command, self.name_, self.handlers, self.allow)
+            result, run = await execute(command, self.name_, self.handlers, self.settings)
         finally:
             slots.release()
         sent = [

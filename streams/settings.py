@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     cron_interval_seconds: float = 1.0
     # networks deliveries may reach although the SSRF guard refuses them (delivery/guard.py)
     delivery_allow: str = ""
+    # e-mail deliveries (delivery/email.py); the password is a secret's name, never a value
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_user: str = ""
+    smtp_password_secret: str = ""
+    smtp_from: str = "signalbox@localhost"
+    smtp_timeout_seconds: float = 10.0
     web_port: int | None = None
     log_level: str = "info"
 

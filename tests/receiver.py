@@ -81,3 +81,38 @@ def json_of(r: Received) -> Any:
     import json
 
     return json.loads(r.body)
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.messages: list[Any] = []
+        sink = self
+
+        class Keep:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                from email import message_from_bytes, policy
+
+                sink.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=policy.default)))
+                return "250 OK"
+
+        self.controller = Controller(Keep(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def wait_for(self, count: int = 1, timeout: float = 60) -> list[Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and len(self.messages) < count:
+            time.sleep(0.05)
+        assert len(self.messages) >= count, f"{len(self.messages)} of {count} messages"
+        return self.messages
+
+    def close(self) -> None:
+        self.controller.stop()

@@ -16,10 +16,10 @@ import pytest
 import standardwebhooks
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from streams.delivery import guard, secrets, signing
+from streams.delivery import email, guard, secrets, signing
 from streams.handlers import InvalidHandler, parse_handler
 from tests.conftest import Stack, WorkerProcess, result, unique
-from tests.receiver import Receiver, json_of
+from tests.receiver import Receiver, SmtpSink, json_of
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
@@ -114,14 +114,40 @@ def test_bad_webhook_targets_are_refused_with_the_path(webhook: dict[str, Any], 
         parse_handler({"id": "w", "event": {"match": {"type": "x"}}, "webhook": webhook})
 
 
+def test_email_templates_substitute_fields_and_a_missing_one_is_an_error() -> None:
+    assert email.render("Task {{ task_id }} {{ event.status }}", {"task_id": 7, "status": "ok"}) == "Task 7 ok"
+    with pytest.raises(email.TemplateError, match="task_name"):
+        email.render("{{ task_name }}", {"task_id": 7})
+    with pytest.raises(email.TemplateError):  # the sandbox: no way into Python internals
+        email.render("{{ event.__class__.__mro__ }}", {})
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"to": "not-an-address", "subject": "s", "message": "m"}, "not an e-mail address"),
+    ({"to": "a@b.c", "subject": "{{ unclosed", "message": "m"}, "template"),
+])
+def test_bad_email_targets_are_refused(target: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidHandler, match=message):
+        parse_handler({"id": "e", "event": {"match": {"type": "x"}}, "email": target})
+
+
 # -- real deliveries ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def hook_worker(stack: Stack) -> Iterator[WorkerProcess]:
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture(scope="module")
+def hook_worker(stack: Stack, smtp: SmtpSink) -> Iterator[WorkerProcess]:
     w = stack.start_worker("delivery", env={"SIGNALBOX_DELIVERY_ALLOW": "127.0.0.1/32",
                                             secrets.env_name("hook"): SECRET,
-                                            secrets.env_name("api-token"): "token-123"})
+                                            secrets.env_name("api-token"): "token-123",
+                                            "SIGNALBOX_SMTP_HOST": "127.0.0.1", "SIGNALBOX_SMTP_PORT": str(smtp.port),
+                                            "SIGNALBOX_SMTP_FROM": "jobs@signalbox.test"})
     w.wait_ready()
     yield w
     w.stop()
@@ -250,6 +276,41 @@ def test_listeners_cli_adds_lists_and_deletes_a_mistral_listener(stack: Stack, h
     stack.send_event({"id": unique("e"), "type": kind})
     time.sleep(2.0)
     assert len(receiver.received) == 2, "a deleted listener delivers nothing"
+
+
+def test_brainlife_mail_me_when_a_task_finishes_is_one_handler(stack: Stack, hook_worker: WorkerProcess,
+                                                               smtp: SmtpSink) -> None:
+    """after/status + once + email: the user is mailed once, with the run's fields."""
+    kind = unique("task")
+    stack.apply_handler({"id": kind, "job": "tick6", "event": {"match": {"type": kind}}})
+    notify = {"id": unique("notify"), "once": True, "after": {"job": "tick6", "status": "success"},
+              "email": {"to": ["ada@example.org"], "subject": "Task {{ job }} {{ new_status }}",
+                        "message": "Run {{ run_id }} of {{ job }} finished; count {{ final_state.count }}."}}
+    stack.apply_handler(notify)
+    before = len(smtp.messages)
+    stack.send_event({"id": unique("e"), "type": kind})
+    stack.send_event({"id": unique("e"), "type": kind})
+    [(rcpt, msg)] = smtp.wait_for(before + 1)[before:before + 1]
+    assert rcpt == ["ada@example.org"] and msg["Subject"] == "Task tick6 finished"
+    assert msg["From"] == "jobs@signalbox.test" and "of tick6 finished; count " in msg.get_content()
+    time.sleep(2.0)
+    assert len(smtp.messages) == before + 1, "once: the second run mails nobody"
+
+
+def test_an_email_whose_template_names_a_missing_field_is_dead_lettered_not_crashed(
+        stack: Stack, hook_worker: WorkerProcess, smtp: SmtpSink) -> None:
+    kind = unique("nofield")
+    h = {"id": unique("mailbad"), "event": {"match": {"type": kind}}, "retry": FAST_RETRY,
+         "email": {"to": "ops@example.org", "subject": "{{ task_name }}", "message": "x"}}
+    stack.apply_handler(h)
+    before = len(smtp.messages)
+    stack.send_event({"id": unique("e"), "type": kind})
+    dead = stack.reader(stack.topics.dead_letter)
+    [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
+    reason = dict(letter.headers() or [])["reason"].decode()
+    assert "'task_name' is undefined" in reason and "a permanent failure" in reason
+    assert len(smtp.messages) == before
+    dead.close()
 
 
 def test_webhook_secrets_never_reach_a_topic(stack: Stack, hook_worker: WorkerProcess) -> None:

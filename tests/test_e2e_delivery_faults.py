@@ -67,3 +67,34 @@ def test_a_worker_killed_mid_delivery_delivers_again_with_the_same_webhook_id(st
         again.stop()
     finally:
         receiver.close()
+
+
+def test_mail_to_a_server_that_is_down_is_retried_then_dead_lettered(stack: Stack) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    w = stack.start_worker(unique("nosmtp"), env={"SIGNALBOX_SMTP_HOST": "127.0.0.1",
+                                                   "SIGNALBOX_SMTP_PORT": str(closed),
+                                                   "SIGNALBOX_SMTP_TIMEOUT_SECONDS": "2"})
+    w.wait_ready()
+    try:
+        kind = unique("down")
+        h = {"id": unique("maildown"), "event": {"match": {"type": kind}},
+             "retry": {"attempts": 3, "backoff": {"initial_seconds": 0.2, "factor": 1}},
+             "email": {"to": "ops@example.org", "subject": "s", "message": "m"}}
+        stack.apply_handler(h)
+        stack.send_event({"id": unique("e"), "type": kind})
+        results = stack.reader(stack.topics.run_results)
+        tries = results.wait_for(lambda m: result(m)["handler_id"] == h["id"], count=3)
+        assert [result(m)["attempt"] for m in tries] == [1, 2, 3]
+        assert all(result(m)["status"] == "failed" and "email to 127.0.0.1" in result(m)["error"] for m in tries)
+        dead = stack.reader(stack.topics.dead_letter)
+        [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
+        headers = dict(letter.headers() or [])
+        assert headers["attempts"] == b"3" and headers["limit"] == b"attempts"
+        results.close()
+        dead.close()
+    finally:
+        w.stop()

@@ -36,9 +36,9 @@ class Outcome:
     retry: bool = True
     retry_after_seconds: float | None = None
 
-    def record(self, host: str, attempt: int) -> dict[str, Any]:
+    def record(self, transport: str, host: str, attempt: int) -> dict[str, Any]:
         """What the run result says of this delivery (its ``final_state_json``)."""
-        out: dict[str, Any] = {"transport": "webhook", "host": host, "status": self.status, "ms": self.ms,
+        out: dict[str, Any] = {"transport": transport, "host": host, "status": self.status, "ms": self.ms,
                                "attempt": attempt}
         if not self.delivered:
             out.update(retry=self.retry, error=self.error)
