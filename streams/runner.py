@@ -218,6 +218,8 @@ class Runner(Service):
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
             result, run = await execute(command, self.name_, self.handlers, self.settings)
+            if result["status"] == "failed" and command["job"].startswith("webhook."):
+                await self._disable_if_gone(command, result)
         finally:
             slots.release()
         sent = [
@@ -228,6 +230,19 @@ class Runner(Service):
         sent.append(await self._producer.send(
             self.topics.run_results, key=result["job"].encode(), value=avro.results().encode(result)))
         await asyncio.gather(*sent)
+
+    async def _disable_if_gone(self, command: dict[str, Any], result: dict[str, Any]) -> None:
+        """A receiver that answered 410 Gone wants no more deliveries: publish its listener
+        again with ``enabled: false`` (applying the handler again re-enables it)."""
+        assert self._producer is not None
+        delivery = json.loads(result["final_state_json"] or "{}").get("delivery") or {}
+        handler = self.handlers.get(command["handler_id"]) if self.handlers is not None else None
+        if not delivery.get("gone") or handler is None or not handler.enabled:
+            return
+        disabled = handler.model_dump(mode="json", exclude_none=True) | {"enabled": False}
+        await self._producer.send_and_wait(self.topics.handlers, key=handler.id.encode(),
+                                           value=json.dumps(disabled).encode())
+        log.warning("listener %s disabled: its receiver answered 410 Gone", handler.id)
 
     async def _commit_finished(self, pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]]) -> None:
         assert self._consumer is not None

@@ -210,6 +210,32 @@ def test_a_400_is_permanent_one_attempt_and_a_dead_letter_with_the_response(
     dead.close()
 
 
+def test_410_gone_dead_letters_and_disables_the_listener_until_applied_again(
+        stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
+    receiver.answers = [(410, {}, 0.0)]
+    kind = unique("gone")
+    h = {"id": unique("hookgone"), "event": {"match": {"type": kind}}, "retry": FAST_RETRY,
+         "webhook": {"url": f"{receiver.url}/gone"}}
+    stack.apply_handler(h)
+    stack.send_event({"id": unique("e"), "type": kind})
+    dead = stack.reader(stack.topics.dead_letter)
+    [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
+    assert "the listener is disabled" in dict(letter.headers() or [])["reason"].decode()
+    handlers = stack.reader(stack.topics.handlers)
+    handlers.wait_for(lambda m: m.key() == h["id"].encode() and m.value() is not None
+                      and json.loads(m.value()).get("enabled") is False)
+    time.sleep(1.0)
+    stack.send_event({"id": unique("e"), "type": kind})
+    time.sleep(2.0)
+    assert len(receiver.received) == 1, "a disabled listener delivers nothing"
+    stack.apply_handler(h)  # applied again: enabled
+    time.sleep(1.0)
+    stack.send_event({"id": unique("e"), "type": kind})
+    receiver.wait_for("/gone", count=2)
+    dead.close()
+    handlers.close()
+
+
 def test_a_target_slower_than_its_timeout_is_retried(stack: Stack, hook_worker: WorkerProcess,
                                                      receiver: Receiver) -> None:
     receiver.answers = [(200, {}, 3.0)]

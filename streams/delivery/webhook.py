@@ -5,7 +5,8 @@ headers are the handler's own plus Standard Webhooks' ``webhook-id`` (the run id
 same on every retry, the receiver's idempotency key), ``webhook-timestamp`` and
 ``webhook-signature``. 2xx is delivered; redirects are not followed (a failure); 408, 429,
 5xx, timeouts and connection errors are worth another attempt (``Retry-After`` honoured);
-any other status, a refused address or a missing secret is permanent.
+any other status, a refused address or a missing secret is permanent; 410 Gone also
+disables the listener (the runner publishes it again with ``enabled: false``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Outcome:
     error: str | None = None
     retry: bool = True
     retry_after_seconds: float | None = None
+    gone: bool = False  # 410 Gone: the receiver asks for no more deliveries
 
     def record(self, transport: str, host: str, attempt: int) -> dict[str, Any]:
         """What the run result says of this delivery (its ``final_state_json``)."""
@@ -44,6 +46,8 @@ class Outcome:
             out.update(retry=self.retry, error=self.error)
             if self.retry_after_seconds is not None:
                 out["retry_after_seconds"] = self.retry_after_seconds
+            if self.gone:
+                out["gone"] = True
         return {"delivery": out}
 
 
@@ -121,6 +125,9 @@ async def deliver(handler: Handler, command: dict[str, Any], allow: list[guard.N
                     return Outcome(True, status, ms())
                 text = (await response.text(errors="replace"))[:RESPONSE_EXCERPT]
                 error = f"HTTP {status}" + (f": {text}" if text else "")
+                if status == 410:
+                    return Outcome(False, status, ms(), error + " (the listener is disabled: apply it again to "
+                                   "re-enable it)", retry=False, gone=True)
                 retryable = status in RETRYABLE or status >= 500
                 return Outcome(False, status, ms(), error, retry=retryable,
                                retry_after_seconds=retry_after(response.headers.get("Retry-After")))
