@@ -210,6 +210,21 @@ def test_a_400_is_permanent_one_attempt_and_a_dead_letter_with_the_response(
     dead.close()
 
 
+def test_a_redirect_is_not_followed_and_fails(stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
+    receiver.answers = [(302, {"Location": f"{receiver.url}/elsewhere"}, 0.0)]
+    kind = unique("moved")
+    h = {"id": unique("hookmoved"), "event": {"match": {"type": kind}}, "retry": FAST_RETRY,
+         "webhook": {"url": f"{receiver.url}/moved"}}
+    stack.apply_handler(h)
+    stack.send_event({"id": unique("e"), "type": kind})
+    results = stack.reader(stack.topics.run_results)
+    [moved] = results.wait_for(lambda m: result(m)["handler_id"] == h["id"])
+    assert result(moved)["status"] == "failed" and "HTTP 302" in result(moved)["error"]
+    time.sleep(1.0)
+    assert [r.path for r in receiver.received] == ["/moved"], "the redirect was not followed"
+    results.close()
+
+
 def test_410_gone_dead_letters_and_disables_the_listener_until_applied_again(
         stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
     receiver.answers = [(410, {}, 0.0)]
