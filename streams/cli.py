@@ -334,6 +334,14 @@ def format_result(r: dict[str, Any]) -> str:
     size = len(r["final_state_json"].encode()) if r["final_state_json"] else 0
     line = (f"RESULT  job={r['job']} handler={r['handler_id']} run={r['run_id']} "
             f"status={r['status']} duration={duration}ms state={size}B")
+    if r["job"].startswith(("webhook.", "email.")) and r["final_state_json"]:
+        try:
+            d = json.loads(r["final_state_json"]).get("delivery") or {}
+        except (ValueError, AttributeError):
+            d = {}
+        if d:
+            line += f" delivery={d.get('transport')}:{d.get('host')} status={d.get('status')} " \
+                    f"{d.get('ms')}ms attempt={d.get('attempt')}"
     return line + (f" error={r['error']!r}" if r["error"] else "")
 
 

@@ -131,6 +131,19 @@ def test_bad_email_targets_are_refused(target: dict[str, Any], message: str) -> 
         parse_handler({"id": "e", "event": {"match": {"type": "x"}}, "email": target})
 
 
+def test_tail_shows_each_delivery_status_time_and_attempt() -> None:
+    from datetime import UTC, datetime
+
+    from streams.cli import format_result
+
+    when = datetime.now(UTC)
+    r = {"job": "webhook.h", "handler_id": "h", "run_id": "r1", "status": "succeeded", "started_at": when,
+         "finished_at": when, "error": None, "final_state_json": json.dumps(
+             {"delivery": {"transport": "webhook", "host": "hooks.example.com", "status": 200, "ms": 12,
+                           "attempt": 2}})}
+    assert "delivery=webhook:hooks.example.com status=200 12ms attempt=2" in format_result(r)
+
+
 # -- real deliveries ----------------------------------------------------------------------
 
 
