@@ -13,6 +13,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import jsonvalue
@@ -206,6 +208,9 @@ class WebhookTarget(BaseModel):
         return ([self.secret] if self.secret else []) + self.secrets
 
 
+_TEMPLATE_SYNTAX = SandboxedEnvironment()  # parses e-mail templates, renders nothing
+
+
 class EmailTarget(BaseModel):
     """Send an e-mail; subject and message are Jinja2 templates over the event's fields."""
 
@@ -231,11 +236,8 @@ class EmailTarget(BaseModel):
     @field_validator("subject", "message")
     @classmethod
     def _template(cls, text: str) -> str:
-        from jinja2 import TemplateSyntaxError
-        from jinja2.sandbox import SandboxedEnvironment
-
         try:
-            SandboxedEnvironment().parse(text)
+            _TEMPLATE_SYNTAX.parse(text)
         except TemplateSyntaxError as exc:
             raise ValueError(f"template: {exc.message} (line {exc.lineno})") from None
         return text

@@ -139,31 +139,30 @@ def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
+def _attempt_status(record: dict[str, Any], new_status: str) -> dict[str, Any]:
+    """The fields of a status event about one attempt of a run (command or result)."""
+    attempt = record.get("attempt", 1)
+    return {
+        "id": f"{record['run_id']}:status:{new_status}:{attempt}",
+        "source": "internal",
+        "event_type": STATUS_EVENT_TYPE,
+        "new_status": new_status,
+        "job": record["job"], "run_id": record["run_id"], "handler_id": record["handler_id"],
+        "attempt": attempt,
+    }
+
+
 def started_event(command: dict[str, Any]) -> dict[str, Any]:
     """The internal status event a runner emits as it starts an attempt (Mistral's
     TASK_LAUNCHED); flow and catch handlers ignore it."""
-    attempt = command.get("attempt", 1)
-    return {
-        "id": f"{command['run_id']}:status:started:{attempt}",
-        "source": "internal",
-        "event_type": STATUS_EVENT_TYPE,
-        "new_status": STARTED,
-        "job": command["job"], "run_id": command["run_id"], "handler_id": command["handler_id"],
-        "attempt": attempt,
-    }
+    return _attempt_status(command, STARTED)
 
 
 def retrying_event(result: dict[str, Any], retry_in_ms: int) -> dict[str, Any]:
     """The internal status event of an attempt that failed and will be retried. Flow and
     catch handlers ignore it: they fire on the run's final outcome only."""
-    attempt = result.get("attempt", 1)
     return {
-        "id": f"{result['run_id']}:status:retrying:{attempt}",
-        "source": "internal",
-        "event_type": STATUS_EVENT_TYPE,
-        "new_status": RETRYING,
-        "job": result["job"], "run_id": result["run_id"], "handler_id": result["handler_id"],
-        "attempt": attempt,
+        **_attempt_status(result, RETRYING),
         "attempt_status": result["status"],
         "error": result.get("error"),
         "duration_ms": _ms(result["finished_at"]) - _ms(result["started_at"]),

@@ -176,6 +176,16 @@ def receiver() -> Iterator[Receiver]:
 FAST_RETRY = {"attempts": 4, "backoff": {"initial_seconds": 0.2, "factor": 1, "max_seconds": 5}}
 
 
+def dead_letter_headers(stack: Stack, handler_id: str) -> dict[str, bytes]:
+    """The headers of the one dead letter of a handler (waits for it)."""
+    dead = stack.reader(stack.topics.dead_letter)
+    try:
+        [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == handler_id.encode())
+        return dict(letter.headers() or [])
+    finally:
+        dead.close()
+
+
 def test_a_webhook_is_retried_on_503_with_one_id_and_retry_after_then_delivered_signed(
         stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
     receiver.answers = [(503, {"Retry-After": "1"}, 0.0), (503, {}, 0.0)]
@@ -214,13 +224,10 @@ def test_a_400_is_permanent_one_attempt_and_a_dead_letter_with_the_response(
     stack.apply_handler(h)
     stack.send_event({"id": unique("e"), "type": kind})
     receiver.wait_for("/bad")
-    dead = stack.reader(stack.topics.dead_letter)
-    [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
-    reason = dict(letter.headers() or [])["reason"].decode()
+    reason = dead_letter_headers(stack, h["id"])["reason"].decode()
     assert "a permanent failure" in reason and "HTTP 400" in reason and "answer 400" in reason
     time.sleep(1.5)
     assert len(receiver.received) == 1
-    dead.close()
 
 
 def test_a_redirect_is_not_followed_and_fails(stack: Stack, hook_worker: WorkerProcess, receiver: Receiver) -> None:
@@ -246,9 +253,7 @@ def test_410_gone_dead_letters_and_disables_the_listener_until_applied_again(
          "webhook": {"url": f"{receiver.url}/gone"}}
     stack.apply_handler(h)
     stack.send_event({"id": unique("e"), "type": kind})
-    dead = stack.reader(stack.topics.dead_letter)
-    [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
-    assert "the listener is disabled" in dict(letter.headers() or [])["reason"].decode()
+    assert "the listener is disabled" in dead_letter_headers(stack, h["id"])["reason"].decode()
     handlers = stack.reader(stack.topics.handlers)
     handlers.wait_for(lambda m: m.key() == h["id"].encode() and m.value() is not None
                       and json.loads(m.value()).get("enabled") is False)
@@ -260,7 +265,6 @@ def test_410_gone_dead_letters_and_disables_the_listener_until_applied_again(
     time.sleep(1.0)
     stack.send_event({"id": unique("e"), "type": kind})
     receiver.wait_for("/gone", count=2)
-    dead.close()
     handlers.close()
 
 
@@ -359,12 +363,9 @@ def test_an_email_whose_template_names_a_missing_field_is_dead_lettered_not_cras
     stack.apply_handler(h)
     before = len(smtp.messages)
     stack.send_event({"id": unique("e"), "type": kind})
-    dead = stack.reader(stack.topics.dead_letter)
-    [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
-    reason = dict(letter.headers() or [])["reason"].decode()
+    reason = dead_letter_headers(stack, h["id"])["reason"].decode()
     assert "'task_name' is undefined" in reason and "a permanent failure" in reason
     assert len(smtp.messages) == before
-    dead.close()
 
 
 def test_webhook_secrets_never_reach_a_topic(stack: Stack, hook_worker: WorkerProcess) -> None:

@@ -12,7 +12,7 @@ import pytest
 from streams.delivery import secrets
 from tests.conftest import Stack, result, unique
 from tests.receiver import Receiver, json_of
-from tests.test_delivery import FAST_RETRY, SECRET
+from tests.test_delivery import FAST_RETRY, SECRET, dead_letter_headers
 
 pytestmark = pytest.mark.broker
 
@@ -31,12 +31,10 @@ def test_a_loopback_target_is_refused_without_the_allow_list_and_sees_nothing(st
         [refused] = results.wait_for(lambda m: result(m)["handler_id"] == h["id"])
         assert result(refused)["status"] == "failed"
         assert "127.0.0.1 is a loopback address" in result(refused)["error"]
-        dead = stack.reader(stack.topics.dead_letter)
-        dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
+        dead_letter_headers(stack, h["id"])
         time.sleep(1.0)
         assert receiver.received == [], "the request left although the guard refused it"
         results.close()
-        dead.close()
     finally:
         receiver.close()
         w.stop()
@@ -90,11 +88,8 @@ def test_mail_to_a_server_that_is_down_is_retried_then_dead_lettered(stack: Stac
         tries = results.wait_for(lambda m: result(m)["handler_id"] == h["id"], count=3)
         assert [result(m)["attempt"] for m in tries] == [1, 2, 3]
         assert all(result(m)["status"] == "failed" and "email to 127.0.0.1" in result(m)["error"] for m in tries)
-        dead = stack.reader(stack.topics.dead_letter)
-        [letter] = dead.wait_for(lambda m: dict(m.headers() or []).get("handler_id") == h["id"].encode())
-        headers = dict(letter.headers() or [])
+        headers = dead_letter_headers(stack, h["id"])
         assert headers["attempts"] == b"3" and headers["limit"] == b"attempts"
         results.close()
-        dead.close()
     finally:
         w.stop()

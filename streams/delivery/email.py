@@ -10,13 +10,14 @@ permanent.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..handlers import Handler
@@ -27,9 +28,14 @@ from .webhook import Outcome
 _templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> Template:
+    return _templates.from_string(template)
+
+
 def render(template: str, event: dict[str, Any] | None) -> str:
     context = {**(event or {}), "event": event or {}}
-    return _templates.from_string(template).render(context)
+    return _compiled(template).render(context)
 
 
 def message_of(handler: Handler, command: dict[str, Any], sender: str) -> EmailMessage:

@@ -11,8 +11,10 @@ IPv6 forms of any of them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+from collections.abc import Sequence
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -28,12 +30,14 @@ class RefusedTarget(Exception):
     """The target's addresses are all refused by the guard (not retried: permanent)."""
 
 
-def parse_allow(text: str) -> list[Network]:
-    """``10.0.0.0/8, 127.0.0.1`` -> networks; a host address is a /32 or /128."""
-    return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
+@functools.cache
+def parse_allow(text: str) -> tuple[Network, ...]:
+    """``10.0.0.0/8, 127.0.0.1`` -> networks; a host address is a /32 or /128. Cached: the
+    setting is read for every delivery."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
 
 
-def refusal(address: str, allow: list[Network]) -> str | None:
+def refusal(address: str, allow: Sequence[Network]) -> str | None:
     """Why ``address`` may not be connected to, or None when it may."""
     ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
     if any(ip in net for net in allow if net.version == ip.version):
@@ -59,7 +63,7 @@ def refusal(address: str, allow: list[Network]) -> str | None:
 class GuardedResolver(AbstractResolver):
     """Resolves with aiohttp's default resolver and keeps only the allowed addresses."""
 
-    def __init__(self, allow: list[Network], inner: AbstractResolver | None = None) -> None:
+    def __init__(self, allow: Sequence[Network], inner: AbstractResolver | None = None) -> None:
         self.allow = allow
         self.inner = inner or DefaultResolver()
 
@@ -82,7 +86,7 @@ class GuardedResolver(AbstractResolver):
         await self.inner.close()
 
 
-def check_literal(host: str, allow: list[Network]) -> None:
+def check_literal(host: str, allow: Sequence[Network]) -> None:
     """A URL whose host is an IP literal: checked here (aiohttp does not resolve those)."""
     try:
         ipaddress.ip_address(host.strip("[]"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,7 +101,7 @@ def retry_after(value: str | None) -> float | None:
         return None
 
 
-async def deliver(handler: Handler, command: dict[str, Any], allow: list[guard.Network]) -> Outcome:
+async def deliver(handler: Handler, command: dict[str, Any], allow: Sequence[guard.Network]) -> Outcome:
     assert handler.webhook is not None
     target = handler.webhook
     started = time.monotonic()
