@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_e2e import event_for  # noqa: E402
 
-from streams import jsonvalue  # noqa: E402
+from streams.model import jsonvalue  # noqa: E402
 
 
 def _reject_constant(name: str) -> Any:

@@ -36,10 +36,10 @@ from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from streams import avro, client  # noqa: E402
-from streams import topics as topics_mod  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.contracts import avro  # noqa: E402
+from streams.contracts import topics as topics_mod  # noqa: E402
+from streams.kafka import client  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 DEADLINE_S = 300  # any phase that takes longer is reported as failed
 

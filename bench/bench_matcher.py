@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams import jsonvalue
-from streams.handlers import parse_handler
-from streams.index import Index, compile
+from streams.matching.index import Index, compile
+from streams.model import jsonvalue
+from streams.model.handlers import parse_handler
 
 SOURCES = ["shop.orders", "shop.payments", "shop.shipping", "crm.customers", "ops.alerts"]
 STATUSES = ["placed", "paid", "shipped", "delivered", "cancelled", "refunded"]

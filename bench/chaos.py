@@ -28,7 +28,7 @@ schemas/*.avsc alone:
   from the workers' logs; produce -> command latency p50/p99/max and how long after the
   kill it stayed above 1 s.
 
-The script imports only streams.broker, streams.topics and streams.client from its own
+The script imports only streams.kafka.broker, streams.contracts.topics and streams.kafka.client from its own
 checkout; the workers run the ``streams`` package of ``--root`` (PYTHONPATH and cwd).
 Every loop is bounded in count and time.
 """
@@ -64,10 +64,9 @@ from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-
-from streams import client  # noqa: E402
-from streams import topics as topics_mod  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.contracts import topics as topics_mod  # noqa: E402
+from streams.kafka import client  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 READY_TEXT = b"[^Worker]: Ready"
 LATENCY_SLOW_S = 1.0

@@ -12,7 +12,7 @@ import time
 
 import faust
 
-from streams.faust_driver import register
+from streams.kafka.faust_driver import register
 
 bootstrap, topic_name, count, datadir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 register()

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from . import jsonvalue
-from .state_rules import StateLimits
+from streams.model import jsonvalue
+from streams.model.state_rules import StateLimits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

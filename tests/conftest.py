@@ -27,8 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from confluent_kafka.admin import AdminClient
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
-from streams import topics as topics_mod
-from streams.broker import EmbeddedBroker
+from streams.contracts import topics as topics_mod
+from streams.kafka.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 60.0  # seconds a test waits for an expected record before failing

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams import topics as topics_mod
+from streams.contracts import topics as topics_mod
 from tests.conftest import ROOT, BrokerInfo, Stack
 
 pytestmark = pytest.mark.broker

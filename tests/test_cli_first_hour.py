@@ -21,8 +21,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from streams import avro
-from streams import topics as topics_mod
+from streams.contracts import avro
+from streams.contracts import topics as topics_mod
 from tests.conftest import ROOT, WAIT, BrokerInfo, Stack, unique
 
 pytestmark = pytest.mark.broker

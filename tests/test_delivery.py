@@ -17,7 +17,7 @@ import standardwebhooks
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from streams.delivery import email, guard, secrets, signing
-from streams.handlers import InvalidHandler, parse_handler
+from streams.model.handlers import InvalidHandler, parse_handler
 from tests.conftest import Stack, WorkerProcess, result, unique
 from tests.receiver import Receiver, SmtpSink, json_of
 
@@ -134,7 +134,7 @@ def test_bad_email_targets_are_refused(target: dict[str, Any], message: str) -> 
 def test_tail_shows_each_delivery_status_time_and_attempt() -> None:
     from datetime import UTC, datetime
 
-    from streams.cli import format_result
+    from streams.cli.main import format_result
 
     when = datetime.now(UTC)
     r = {"job": "webhook.h", "handler_id": "h", "run_id": "r1", "status": "succeeded", "started_at": when,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from streams import dry_run, jsonvalue
-from streams.handlers import InvalidHandler
+from streams.matching import dry_run
+from streams.model import jsonvalue
+from streams.model.handlers import InvalidHandler
 
 
 def answers(lines: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> list[dict[str, Any]]:

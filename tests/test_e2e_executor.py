@@ -37,7 +37,7 @@ def test_the_queue_is_bounded_and_overflow_is_dead_lettered(stack: Stack, comman
 def test_an_external_executor_speaks_the_two_topics(stack: Stack, commands, events):
     """A worker without a runner: this test is the executor. Its result with a broken final
     state is dead-lettered and settles the run as failed; the job's next run starts."""
-    from streams import avro
+    from streams.contracts import avro
 
     w = stack.start_worker(unique("no-runner"), "--no-runner")
     w.wait_ready()

@@ -51,8 +51,8 @@ def test_poison_events_are_dead_lettered_and_their_neighbours_run(stack: Stack, 
 def test_forged_internal_records_are_dead_lettered_one_by_one(stack: Stack, worker, commands):
     """A triggers record mixing a valid trigger with broken ones: the broken ones are
     dead-lettered, each with its reason; the valid one starts its run."""
-    from streams import avro
-    from streams.engine import job_partition
+    from streams.contracts import avro
+    from streams.engine.agents import job_partition
 
     dead = stack.reader(stack.topics.dead_letter)
     tag = unique("forged")

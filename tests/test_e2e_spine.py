@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Message
 
-from streams.identity import run_id
+from streams.model.identity import run_id
 from tests.conftest import command, result, unique
 
 pytestmark = pytest.mark.broker
@@ -210,7 +210,7 @@ def test_a_slow_job_does_not_hold_up_the_others(stack, worker, commands, results
 def test_results_of_runs_never_scheduled_are_dead_lettered(stack, worker, events):
     """A run result for a run id the engine never scheduled (a stray executor, a forged
     record) is kept with its reason and settles nothing; the worker goes on."""
-    from streams import avro
+    from streams.contracts import avro
 
     dead = stack.reader(stack.topics.dead_letter)
     base = {"job": "count7", "handler_id": "external", "error": None, "attempt": 1,

@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
-from streams.faust_driver import fetched_highwaters
+from streams.kafka.faust_driver import fetched_highwaters
 from tests.conftest import BrokerInfo
 
 pytestmark = pytest.mark.broker

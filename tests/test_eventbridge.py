@@ -16,7 +16,7 @@ from streams.filters.eventbridge import (
     parse_ip,
     reference_match,
 )
-from streams.index import compile as compile_index
+from streams.matching.index import compile as compile_index
 
 VECTORS = Path(__file__).parent / "vectors"
 QUIRKS = ("eb-eic_nonbmp_quirk-", "eb-cidr_slash0_quirk-")

@@ -11,9 +11,9 @@ import pytest
 
 from streams.filters.eventbridge import compile_pattern, reference_match
 from streams.filters.jsonb import contains
-from streams.handlers import InvalidHandler, parse_handler
-from streams.index import Index, compile, extract_params
-from streams.matching import HandlerIndex, Match
+from streams.matching.index import Index, compile, extract_params
+from streams.matching.match import HandlerIndex, Match
+from streams.model.handlers import InvalidHandler, parse_handler
 
 VECTORS = Path(__file__).parent / "vectors"
 QUIRKS = ("eb-eic_nonbmp_quirk-", "eb-cidr_slash0_quirk-")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from streams.filters.jsonb import compile_contains, contains, required_leaves, scalar_equal
-from streams.index import compile as compile_index
+from streams.matching.index import compile as compile_index
 
 VECTORS = Path(__file__).parent / "vectors"
 

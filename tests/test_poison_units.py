@@ -15,14 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import avro, jsonvalue
+from streams.contracts import avro
 from streams.filters import eventbridge as eb
 from streams.filters.jsonb import contains
-from streams.handlers import parse_handler
-from streams.identity import event_identity
-from streams.index import extract_params, filter_passes
-from streams.jsonvalue import DEFAULT_LIMITS, Limits, NotAJsonObject, load_event
-from streams.matching import HandlerIndex
+from streams.matching.index import extract_params, filter_passes
+from streams.matching.match import HandlerIndex
+from streams.model import jsonvalue
+from streams.model.handlers import parse_handler
+from streams.model.identity import event_identity
+from streams.model.jsonvalue import DEFAULT_LIMITS, Limits, NotAJsonObject, load_event
 from tests.poison import BIG_INT, DEPTH, LIMIT, POISON, nested_arrays, nested_objects
 
 ACCEPTED = [(name, raw) for name, raw, reason in POISON if reason is None]

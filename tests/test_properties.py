@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from streams.filters.eventbridge import PatternError, compile_pattern, reference_match
 from streams.filters.jsonb import contains
-from streams.index import Index, compile
+from streams.matching.index import Index, compile
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

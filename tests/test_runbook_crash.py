@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from streams.runbook import Outputs, RunBook, write_order
-from streams.state_rules import StateLimits
+from streams.engine.runbook import Outputs, RunBook, write_order
+from streams.model.state_rules import StateLimits
 
 DELETED = object()
 JOB = "counter"

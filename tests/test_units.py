@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from streams import avro, jsonvalue, records
-from streams.handler_files import load_handlers
-from streams.handlers import InvalidHandler, json_schema, parse_handler
-from streams.identity import event_identity, run_id
-from streams.matching import HandlerIndex, extract
-from streams.state_rules import StateDecision, StateLimits
-from streams.topics import Topics, TopicsError
+from streams.contracts import avro, records
+from streams.contracts.topics import Topics, TopicsError
+from streams.matching.match import HandlerIndex, extract
+from streams.model import jsonvalue
+from streams.model.handler_files import load_handlers
+from streams.model.handlers import InvalidHandler, json_schema, parse_handler
+from streams.model.identity import event_identity, run_id
+from streams.model.state_rules import StateDecision, StateLimits
 from tests.conftest import ROOT, decode_avro
 
 HANDLER = {"id": "h1", "job": "j", "event": {"match": {"a": 1}}, "params": {"x": "b.c", "y": ["d.e"]}}
@@ -148,7 +149,7 @@ def test_handler_files_yaml_folder_and_duplicates(tmp_path: Path):
 def test_docker_compose_commands_are_real_cli_commands():
     import yaml
 
-    from streams.cli import build_parser
+    from streams.cli.main import build_parser
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     parser = build_parser()
@@ -168,7 +169,7 @@ def test_runner_fails_a_malformed_command_instead_of_crashing():
     import asyncio
 
     from streams import jobs
-    from streams.runner import execute
+    from streams.runner.service import execute
 
     jobs.job("unit-noop")(lambda run: None)
     command = {"run_id": "r", "job": "unit-noop", "handler_id": "h", "attempt": 1, "trigger_kind": "event",

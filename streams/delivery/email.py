@@ -20,10 +20,10 @@ import aiosmtplib
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..handlers import Handler
-from ..settings import Settings
-from . import secrets
-from .webhook import Outcome
+from streams.delivery import secrets
+from streams.delivery.webhook import Outcome
+from streams.model.handlers import Handler
+from streams.settings import Settings
 
 _templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 

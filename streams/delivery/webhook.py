@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..handlers import Handler, SecretRef, WebhookTarget
-from . import guard, secrets, signing
+from streams.delivery import guard, secrets, signing
+from streams.model.handlers import Handler, SecretRef, WebhookTarget
 
 RETRYABLE = {408, 429}
 RESPONSE_EXCERPT = 300  # characters of a failed response kept in the run's error

@@ -1,7 +1,7 @@
 """Amazon EventBridge event patterns, answered the way aws/event-ruler 2.0.1 answers them.
 
 Pure: no Kafka, no Faust. Values are parsed JSON with exact numbers (``int`` or
-``decimal.Decimal``, see ``streams.jsonvalue``; ``float`` is accepted too).
+``decimal.Decimal``, see ``streams.model.jsonvalue``; ``float`` is accepted too).
 
 The module has three layers, all working on plain data:
 

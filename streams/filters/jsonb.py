@@ -1,7 +1,7 @@
 """PostgreSQL ``jsonb @>`` containment, exactly as PostgreSQL 15 answers it.
 
 Values are parsed JSON with exact numbers (``int`` or ``decimal.Decimal``, see
-``streams.jsonvalue``). The rules, measured against PostgreSQL:
+``streams.model.jsonvalue``). The rules, measured against PostgreSQL:
 
 * objects: every key of the pattern must be present and contain the pattern's value;
 * arrays: order and repeats do not matter; every scalar of the pattern array must be a

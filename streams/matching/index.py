@@ -37,9 +37,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .filters import eventbridge as eb
-from .filters.jsonb import ARRAY_STEP, compile_contains, contains, required_leaves, scalar_key
-from .handlers import Handler, ParamPath, parse_handler
+from streams.filters import eventbridge as eb
+from streams.filters.jsonb import ARRAY_STEP, compile_contains, contains, required_leaves, scalar_key
+from streams.model.handlers import Handler, ParamPath, parse_handler
 
 __all__ = ["Index", "Match", "compile", "extract", "extract_params", "split_path"]
 

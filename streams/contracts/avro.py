@@ -17,7 +17,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 MAGIC = b"\xc3\x01"
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the streams package
+SCHEMA_DIR = PACKAGE_DIR.parent / "schemas"
 
 
 class AvroDecodeError(ValueError):
@@ -52,7 +53,7 @@ class Codec:
 def _schema_dir() -> Path:
     # Installed as a wheel, the schemas ship inside the package; from a checkout they sit
     # beside it.
-    packaged = Path(__file__).resolve().parent / "schemas"
+    packaged = PACKAGE_DIR / "schemas"
     return packaged if packaged.is_dir() else SCHEMA_DIR
 
 

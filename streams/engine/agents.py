@@ -32,17 +32,18 @@ from typing import Any
 import faust
 from aiokafka.partitioner import murmur2
 
-from . import avro, cron, jsonvalue, provenance, records
-from .dedup import RunDedup
-from .faust_driver import register as register_tansu_driver
-from .handler_feed import HandlerFeed
-from .handler_set import Applied, HandlerSet
-from .identity import event_identity
-from .matching import extract_params
-from .overlay import Overlay, processing
-from .runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
-from .settings import Settings
-from .topics import Topics
+from streams.contracts import avro, records
+from streams.contracts.topics import Topics
+from streams.engine.dedup import RunDedup
+from streams.engine.handler_feed import HandlerFeed
+from streams.engine.overlay import Overlay, processing
+from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
+from streams.kafka.faust_driver import register as register_tansu_driver
+from streams.matching.handler_set import Applied, HandlerSet
+from streams.matching.match import extract_params
+from streams.model import cron, jsonvalue, provenance
+from streams.model.identity import event_identity
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

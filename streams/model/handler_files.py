@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from . import jsonvalue
-from .handlers import Handler, InvalidHandler, parse_handler
+from streams.model import jsonvalue
+from streams.model.handlers import Handler, InvalidHandler, parse_handler
 
 SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import jsonvalue
-from .handlers import Handler
-from .identity import run_id
-from .matching import Match
-from .state_rules import StateDecision, StateLimits
+from streams.matching.match import Match
+from streams.model import jsonvalue
+from streams.model.handlers import Handler
+from streams.model.identity import run_id
+from streams.model.state_rules import StateDecision, StateLimits
 
 # Run statuses as the feeder names them in its "WorkflowExecution Status Change" events.
 NEW_STATUS = {"succeeded": "finished", "failed": "failed", "timed_out": "timed_out"}

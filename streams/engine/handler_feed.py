@@ -20,10 +20,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from .handler_set import HandlerSet
-from .handlers import InvalidHandler, parse_handler
-from .settings import Settings
-from .topics import Topics
+from streams.contracts.topics import Topics
+from streams.matching.handler_set import HandlerSet
+from streams.model.handlers import InvalidHandler, parse_handler
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,12 @@ import sys
 
 from faust import Worker
 
-from . import client, jobs
-from . import topics as topics_mod
-from .engine import build_app
-from .runner import Runner
-from .settings import Settings
+from streams import jobs
+from streams.contracts import topics as topics_mod
+from streams.engine.agents import build_app
+from streams.kafka import client
+from streams.runner.service import Runner
+from streams.settings import Settings
 
 
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,

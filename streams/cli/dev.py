@@ -22,11 +22,14 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from . import avro, cli, client, provenance, records
-from . import topics as topics_mod
-from .broker import EmbeddedBroker
-from .handler_files import load_handlers
-from .settings import Settings
+from streams.cli import main as cli
+from streams.contracts import avro, records
+from streams.contracts import topics as topics_mod
+from streams.kafka import client
+from streams.kafka.broker import EmbeddedBroker
+from streams.model import provenance
+from streams.model.handler_files import load_handlers
+from streams.settings import Settings
 
 EXAMPLES = Path(str(resources.files("streams.examples")))
 WORKDIR = Path(".signalbox/dev")

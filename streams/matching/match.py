@@ -1,13 +1,13 @@
 """Which handlers fire for an event, and with which parameters. Pure: no Kafka import.
 
 ``HandlerIndex`` is updated one handler at a time (put/remove) and answers
-``match(event)``. The algorithm behind it is :mod:`streams.index` (per-field value
+``match(event)``. The algorithm behind it is :mod:`streams.matching.index` (per-field value
 indexes, not a loop over handlers); callers only see :class:`Match`.
 """
 
 from __future__ import annotations
 
-from .index import _MISSING, Index, Match, extract, extract_params, filter_passes, split_path
+from streams.matching.index import _MISSING, Index, Match, extract, extract_params, filter_passes, split_path
 
 __all__ = ["_MISSING", "HandlerIndex", "Match", "extract", "extract_params", "filter_passes", "split_path"]
 

@@ -17,7 +17,7 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import jsonvalue
+from streams.model import jsonvalue
 
 HANDLER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
@@ -62,7 +62,7 @@ class EventTrigger(BaseModel):
         # Compiled once here; the result (a dict) carries the compiled form for the index.
         if pattern is None:
             return None
-        from .filters.eventbridge import PatternError, validated_pattern
+        from streams.filters.eventbridge import PatternError, validated_pattern
 
         try:
             return validated_pattern(pattern)
@@ -91,7 +91,7 @@ class CronTrigger(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, schedule: str) -> str:
-        from .cron import parse_schedule
+        from streams.model.cron import parse_schedule
 
         parse_schedule(schedule)
         return schedule

@@ -18,11 +18,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from . import avro, client, handlers, jsonvalue, problem_records, provenance, records
-from . import topics as topics_mod
-from .handler_files import load_handlers
-from .handler_set import HandlerSet
-from .settings import Settings
+from streams.contracts import avro, problem_records, records
+from streams.contracts import topics as topics_mod
+from streams.kafka import client
+from streams.matching.handler_set import HandlerSet
+from streams.model import handlers, jsonvalue, provenance
+from streams.model.handler_files import load_handlers
+from streams.settings import Settings
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -527,7 +529,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker_main import run_worker
+    from streams.cli.worker import run_worker
 
     settings = connect(args)
     if args.datadir:
@@ -538,8 +540,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from .broker import BrokerError
-    from .dev import run_dev
+    from streams.cli.dev import run_dev
+    from streams.kafka.broker import BrokerError
 
     try:
         return run_dev(events=args.events)
@@ -548,7 +550,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_test_match(args: argparse.Namespace) -> int:
-    from . import dry_run
+    from streams.matching import dry_run
 
     if args.live is None:
         if args.file is None:

@@ -26,11 +26,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
-from . import avro, jobs, provenance, records
-from .delivery import email, guard, webhook
-from .handler_set import HandlerSet
-from .settings import Settings
-from .topics import Topics
+from streams import jobs
+from streams.contracts import avro, records
+from streams.contracts.topics import Topics
+from streams.delivery import email, guard, webhook
+from streams.matching.handler_set import HandlerSet
+from streams.model import provenance
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

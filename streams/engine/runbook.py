@@ -48,8 +48,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import jsonvalue, records
-from .state_rules import StateLimits
+from streams.contracts import records
+from streams.model import jsonvalue
+from streams.model.state_rules import StateLimits
 
 log = logging.getLogger(__name__)
 

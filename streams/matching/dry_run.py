@@ -23,9 +23,9 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from . import jsonvalue
-from .handlers import EventTrigger, Handler, InvalidHandler, parse_handler
-from .index import Index, compile, filter_passes
+from streams.matching.index import Index, compile, filter_passes
+from streams.model import jsonvalue
+from streams.model.handlers import EventTrigger, Handler, InvalidHandler, parse_handler
 
 __all__ = ["evaluate_line", "firing_handlers", "main"]
 

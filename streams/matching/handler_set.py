@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .handlers import Handler, InvalidHandler
-from .matching import HandlerIndex
+from streams.matching.match import HandlerIndex
+from streams.model.handlers import Handler, InvalidHandler
 
 
 @dataclass(frozen=True, slots=True)
