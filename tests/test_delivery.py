@@ -134,7 +134,7 @@ def test_bad_email_targets_are_refused(target: dict[str, Any], message: str) -> 
 def test_tail_shows_each_delivery_status_time_and_attempt() -> None:
     from datetime import UTC, datetime
 
-    from streams.cli.main import format_result
+    from streams.cli.formatting import format_result
 
     when = datetime.now(UTC)
     r = {"job": "webhook.h", "handler_id": "h", "run_id": "r1", "status": "succeeded", "started_at": when,

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.cli import main as cli
+from streams.cli import formatting
 from streams.contracts import avro, records
 from streams.contracts import topics as topics_mod
 from streams.kafka import client
@@ -142,7 +142,7 @@ def run_dev(events: int = 0) -> int:
         client.produce_all(broker.bootstrap_servers, [
             (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
         for h in handlers:
-            _say(f"handler {h.id}: job {h.job}, {cli.describe_trigger(h)}")
+            _say(f"handler {h.id}: job {h.job}, {formatting.describe_trigger(h)}")
         worker = _start_worker(settings, WORKDIR / "worker.log")
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
         first, second = _sample_events(events)
@@ -212,7 +212,7 @@ def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker, w
 
 def _describe(topic: str, value: bytes, headers: dict[str, Any], topics: topics_mod.Topics) -> str:
     if topic == topics.job_commands:
-        return cli.format_command(avro.commands().decode(value))
+        return formatting.format_command(avro.commands().decode(value))
     if topic == topics.run_results:
-        return cli.format_result(avro.results().decode(value))
+        return formatting.format_result(avro.results().decode(value))
     return f"DEAD    {value[:60]!r} reason={headers.get('reason', b'').decode()!r}"

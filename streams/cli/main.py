@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams.cli.formatting import describe_trigger, format_command, format_result, ms_of
 from streams.contracts import avro, problem_records, records
 from streams.contracts import topics as topics_mod
 from streams.kafka import client
@@ -222,18 +223,6 @@ def cmd_listeners(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe_trigger(h: handlers.Handler) -> str:
-    if h.event is not None:
-        parts = {k: v for k, v in h.event.model_dump(exclude_none=True).items() if v not in ({}, None)}
-        text = "event " + jsonvalue.dumps(parts)
-    elif h.cron is not None:
-        text = f"cron {h.cron.schedule!r} {h.cron.timezone} misfire={h.cron.misfire}"
-    else:
-        assert h.after is not None
-        text = f"after {h.after.job} status={h.after.status} state={h.after.state}"
-    return text + ("\tonce" if h.once else "")
-
-
 def flow_cycles(settings: Settings, topics: topics_mod.Topics, new: list[handlers.Handler]) -> list[str]:
     """Flow/catch cycles the new handlers would close with the current ones."""
     if not any(h.after is not None for h in new):
@@ -327,34 +316,6 @@ def run_params(handler: handlers.Handler, given: dict[str, Any]) -> tuple[dict[s
 # -- tail / state ---------------------------------------------------------------------
 
 
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
-
-
-def format_result(r: dict[str, Any]) -> str:
-    duration = _ms(r["finished_at"]) - _ms(r["started_at"])
-    size = len(r["final_state_json"].encode()) if r["final_state_json"] else 0
-    line = (f"RESULT  job={r['job']} handler={r['handler_id']} run={r['run_id']} "
-            f"status={r['status']} duration={duration}ms state={size}B")
-    if r["job"].startswith(("webhook.", "email.")) and r["final_state_json"]:
-        try:
-            d = json.loads(r["final_state_json"]).get("delivery") or {}
-        except (ValueError, AttributeError):
-            d = {}
-        if d:
-            line += f" delivery={d.get('transport')}:{d.get('host')} status={d.get('status')} " \
-                    f"{d.get('ms')}ms attempt={d.get('attempt')}"
-    return line + (f" error={r['error']!r}" if r["error"] else "")
-
-
-def format_command(c: dict[str, Any]) -> str:
-    state = len(c["initial_state_json"].encode()) if c["initial_state_json"] else 0
-    ref = c["trigger_ref"]
-    trigger = ref if ref.startswith(f"{c['trigger_kind']}:") else f"{c['trigger_kind']}:{ref}"
-    return (f"COMMAND job={c['job']} handler={c['handler_id']} run={c['run_id']} "
-            f"trigger={trigger} params={c['params_json']} state={state}B")
-
-
 def cmd_tail(args: argparse.Namespace) -> int:
     settings = connect(args)
     topics = load_topics(settings)
@@ -384,7 +345,7 @@ class _TailPrinter:
 
     def line(self, kind: str, record: dict[str, Any], timestamp_ms: int) -> str:
         if self.as_json:
-            return json.dumps({"kind": kind, **record}, default=_ms)
+            return json.dumps({"kind": kind, **record}, default=ms_of)
         text = format_result(record) if kind == "result" else format_command(record)
         return f"{datetime.fromtimestamp(timestamp_ms / 1000):%H:%M:%S} {text}"
 
