@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -19,10 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPart
 from confluent_kafka.admin import AdminClient
 
 from streams.cli.formatting import describe_trigger, format_command, format_result, ms_of
-from streams.contracts import avro, problem_records, records
+from streams.contracts import avro, listeners, problem_records, records
 from streams.contracts import topics as topics_mod
 from streams.kafka import client
-from streams.matching.handler_set import HandlerSet
+from streams.matching.handler_set import cycles_with
 from streams.model import handlers, jsonvalue, provenance
 from streams.model.handler_files import load_handlers
 from streams.settings import Settings
@@ -155,34 +154,21 @@ def cmd_handlers(args: argparse.Namespace) -> int:
 
 # -- listeners (Mistral's) ------------------------------------------------------------
 
-# Mistral's lifecycle names (and ours) -> the new_status of the status events
-LIFECYCLE = {"launched": "started", "started": "started", "succeeded": "finished", "success": "finished",
-             "finished": "finished", "failed": "failed", "error": "failed", "timed-out": "timed_out",
-             "timed_out": "timed_out", "retrying": "retrying"}
-
-
 def listener_handler(args: argparse.Namespace) -> handlers.Handler:
     """A webhook handler on the lifecycle events of the named jobs."""
-    jobs = sorted({j.strip() for part in args.job for j in part.split(",") if j.strip()})
-    wanted = [w.strip().lower() for part in args.on for w in part.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in LIFECYCLE]
-    if unknown:
-        raise CliError(f"--on: unknown event(s) {', '.join(unknown)}; known: {', '.join(LIFECYCLE)}", EXIT_BAD_INPUT)
-    statuses = sorted({LIFECYCLE[w] for w in wanted})
     headers: dict[str, Any] = {}
     for item in args.header:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise CliError(f"--header {item!r}: expected NAME=VALUE (or NAME=secret:SECRET_NAME)", EXIT_BAD_INPUT)
         headers[name] = {"secret": value[len("secret:"):]} if value.startswith("secret:") else value
-    listener_id = args.id or f"listener.{'+'.join(jobs)}.{hashlib.sha256(args.url.encode()).hexdigest()[:8]}"
-    data = {"id": listener_id[:200], "description": f"webhook on {', '.join(wanted)} of {', '.join(jobs)}",
-            "event": {"match": {"source": "internal", "event_type": records.STATUS_EVENT_TYPE},
-                      "pattern": {"job": jobs, "new_status": statuses}},
-            "webhook": {"url": args.url, "method": args.method.upper(), "headers": headers,
-                        **({"secret": args.secret} if args.secret else {})}}
+    unknown = [w for w in listeners.split_words(args.on) if w.lower() not in listeners.LIFECYCLE]
+    if unknown:
+        raise CliError(f"--on: unknown event(s) {', '.join(unknown)}; known: {', '.join(listeners.LIFECYCLE)}",
+                       EXIT_BAD_INPUT)
     try:
-        return handlers.parse_handler(data)
+        return listeners.webhook_listener(listeners.split_words(args.job), listeners.split_words(args.on), args.url,
+                                          args.method, headers, args.secret, args.id)
     except handlers.InvalidHandler as exc:
         raise CliError(f"invalid listener: {exc}", EXIT_BAD_INPUT) from None
 
@@ -227,19 +213,7 @@ def flow_cycles(settings: Settings, topics: topics_mod.Topics, new: list[handler
     """Flow/catch cycles the new handlers would close with the current ones."""
     if not any(h.after is not None for h in new):
         return []
-    live = HandlerSet()
-    for handler_id, value in current_handlers(settings, topics).items():
-        try:
-            live.put(handlers.parse_handler(value, key=handler_id))
-        except handlers.InvalidHandler:
-            continue
-    errors = []
-    for h in new:
-        try:
-            live.put(h)
-        except handlers.InvalidHandler as exc:
-            errors.append(f"{h.id}: {exc}")
-    return errors
+    return cycles_with(current_handlers(settings, topics), new)
 
 
 # -- send -----------------------------------------------------------------------------
@@ -293,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         handler = handlers.parse_handler(current[args.handler_id], key=args.handler_id)
     except handlers.InvalidHandler as exc:
         raise CliError(f"handler {args.handler_id!r} is invalid: {exc}", EXIT_BAD_INPUT) from None
-    params, missing = run_params(handler, given)
+    params, missing = handlers.run_params(handler, given)
     if missing and not args.allow_missing:
         example = json.dumps({name: "..." for name in missing})
         raise CliError(f"handler {args.handler_id!r} declares params with no value: {', '.join(missing)} "
@@ -303,14 +277,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     client.produce_all(settings.bootstrap_servers, [(topics.events, None, json.dumps(event).encode())])
     print(f"requested a run of {args.handler_id} (request {request_id})")
     return EXIT_OK
-
-
-def run_params(handler: handlers.Handler, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A run-now's params: ``given`` (--params) over the handler's constants (cron.params);
-    and the params the handler declares that still have no value."""
-    constants = handler.cron.params if handler.cron is not None else {}
-    params = {**constants, **given}
-    return params, sorted(name for name in handler.params if name not in params)
 
 
 # -- tail / state ---------------------------------------------------------------------

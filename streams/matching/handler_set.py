@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.matching.match import HandlerIndex
-from streams.model.handlers import Handler, InvalidHandler
+from streams.model.handlers import Handler, InvalidHandler, parse_handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +105,23 @@ class HandlerSet:
                     seen.add(nxt)
                     stack.append([*path, nxt])
         return None
+
+
+def cycles_with(current: dict[str, bytes], new: list[Handler]) -> list[str]:
+    """Flow/catch cycles the ``new`` handlers would close with the ``current`` ones (handler
+    id -> record value, as on the handlers topic); one message per refused handler."""
+    if not any(h.after is not None for h in new):
+        return []
+    live = HandlerSet()
+    for handler_id, value in current.items():
+        try:
+            live.put(parse_handler(value, key=handler_id))
+        except InvalidHandler:
+            continue
+    errors = []
+    for h in new:
+        try:
+            live.put(h)
+        except InvalidHandler as exc:
+            errors.append(f"{h.id}: {exc}")
+    return errors

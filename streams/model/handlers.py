@@ -376,3 +376,11 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://signalbox.dev/schemas/handler.schema.json"
     return schema
+
+
+def run_params(handler: Handler, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A run-now's params: ``given`` over the handler's constants (cron.params); and the
+    params the handler declares that still have no value."""
+    constants = handler.cron.params if handler.cron is not None else {}
+    params = {**constants, **given}
+    return params, sorted(name for name in handler.params if name not in params)
