@@ -289,3 +289,54 @@ def results(stack: Stack) -> Iterator[TopicReader]:
 @pytest.fixture
 def events(stack: Stack) -> Iterator[TopicReader]:
     yield from _reader(stack, stack.topics.events)
+
+
+class GatewayProcess:
+    """`signalbox gateway` as a real process (uvicorn) on a free loopback port."""
+
+    def __init__(self, stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.stack, self.name = stack, name
+        self.db = stack.workdir / f"{name}.sqlite"
+        self.log = stack.workdir / f"{name}.log"
+        self.env = {"SIGNALBOX_GATEWAY_PORT": str(self.port), "SIGNALBOX_GATEWAY_DB_PATH": str(self.db), **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = WAIT) -> GatewayProcess:
+        import httpx
+
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "streams", "gateway"],
+                                            env={**self.stack.env, **self.env}, cwd=self.stack.workdir,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway exited {self.process.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway not up after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

@@ -476,6 +476,38 @@ def cmd_dev(args: argparse.Namespace) -> int:
         raise CliError(f"dev: {exc}") from None
 
 
+def _gateway_settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from streams.gateway.config import GatewaySettings
+
+    overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
+                                   ("auth", "none" if getattr(args, "no_auth", False) else None)) if v is not None}
+    try:
+        return GatewaySettings(**overrides)
+    except ValidationError as exc:
+        raise CliError(f"gateway settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}",
+                       EXIT_BAD_INPUT) from None
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from streams.cli.gateway import serve
+
+    settings = connect(args)
+    return serve(settings, _gateway_settings(args))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from streams.cli.gateway import token
+
+    extra = {"email": args.email} if args.email else {}
+    try:
+        print(token(_gateway_settings(args), args.sub, listeners.split_words(args.scope), args.ttl, extra))
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    return EXIT_OK
+
+
 def cmd_test_match(args: argparse.Namespace) -> int:
     from streams.matching import dry_run
 
@@ -538,6 +570,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="embedded broker + worker + examples, results in the terminal")
     p.add_argument("--events", type=int, default=0, help="also send N extra generated events")
     p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("gateway", parents=[common], help="serve the HTTP gateway (REST, ingest, WebSocket)",
+                       description="Serves the HTTP gateway (docs/api.md). Settings: SIGNALBOX_GATEWAY_* "
+                       "environment variables; the JWT key from SIGNALBOX_GATEWAY_JWT_SECRET, "
+                       "SIGNALBOX_GATEWAY_JWT_PUBLIC_KEY_FILE or SIGNALBOX_GATEWAY_JWKS_FILE.")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; env SIGNALBOX_GATEWAY_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8080; env SIGNALBOX_GATEWAY_PORT)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="no authentication at all: every caller may do everything (local development only)")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("token", help="mint a gateway token (HS256, SIGNALBOX_GATEWAY_JWT_SECRET) for development",
+                       description="Prints a JWT signed with SIGNALBOX_GATEWAY_JWT_SECRET, for trying the gateway "
+                       "out; production tokens come from your identity provider.")
+    p.add_argument("--sub", required=True, help="the caller (the creator of the events it sends)")
+    p.add_argument("--scope", action="append", default=[],
+                   help="scopes, repeated or comma-separated: events:write, handlers:read, handlers:write, "
+                   "runs:read, subscribe")
+    p.add_argument("--email", help="an email claim (notifications go there)")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("topics", parents=[common], help="create or check the topics of topics.yaml")
     ts = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
-from streams.gateway.config import ALL_SCOPES, GatewaySettings
+from streams.gateway.config import (
+    ALL_SCOPES,
+    EVENTS_WRITE,
+    HANDLERS_READ,
+    HANDLERS_WRITE,
+    RUNS_READ,
+    GatewaySettings,
+)
 
 
 class AuthError(Exception):
@@ -137,3 +144,10 @@ def make_token(secret: str, claims: dict[str, Any]) -> str:
     """An HS256 token (for `signalbox gateway token` and tests)."""
     return jwt.encode(claims, secret, algorithm="HS256")
 
+
+
+# The callers each endpoint accepts, as FastAPI parameter types.
+Ingester = Annotated[Principal, Depends(require(EVENTS_WRITE))]
+HandlerReader = Annotated[Principal, Depends(require(HANDLERS_READ))]
+HandlerWriter = Annotated[Principal, Depends(require(HANDLERS_WRITE))]
+RunReader = Annotated[Principal, Depends(require(RUNS_READ))]
