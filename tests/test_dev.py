@@ -46,10 +46,14 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
             else:
                 assert proc.poll() is None, "\n".join(lines)
                 time.sleep(0.05)
+        # the gateway dev started answers, without a token, from the same topics
+        url = next(m.group(1) for line in lines if (m := re.search(r"gateway on (http://127\.0\.0\.1:\d+)", line)))
+        gateway_runs = _gateway_runs(url, "migrate-pid")
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     output = "\n".join(lines) + "\n" + rest
+    assert gateway_runs and {r["job"] for r in gateway_runs} == {"migrate-pid"}, gateway_runs
     missing = [k.pattern for k in kinds if not any(k.search(line) for line in lines)]
     assert not missing, (missing, output)
     # the creator constraint and emitted_by: P-2 had no header, evt-10 was sent, not emitted
@@ -70,6 +74,20 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert '"date":"20261123"' not in output
     assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output
     assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
+    assert not (tmp_path / ".signalbox" / "dev" / "gateway.log").read_text().count("Traceback")
+
+
+def _gateway_runs(url: str, job: str, timeout: float = 30) -> list[dict]:
+    import httpx
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = httpx.get(f"{url}/runs", params={"job": job, "status": "succeeded"}, timeout=5)
+        assert r.status_code == 200, r.text
+        if r.json()["runs"]:
+            return list(r.json()["runs"])
+        time.sleep(0.3)
+    return []
 
 
 def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int, int]:

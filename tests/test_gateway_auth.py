@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from streams.gateway.auth import ANONYMOUS, Authenticator, AuthError
 from streams.gateway.config import ALL_SCOPES, GatewaySettings
 
+S = "s" * 32
+
 
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -46,10 +48,10 @@ def test_hs256_with_issuer_audience_and_expiry() -> None:
     good = jwt.encode(claims(iss="https://idp", aud="sb"), "s" * 32, algorithm="HS256")
     p = auth.verify(good)
     assert p.subject == "ada" and p.scopes == {"runs:read"} and p.token == good
-    assert "issuer" in refused_lower(auth, jwt.encode(claims(iss="https://evil", aud="sb"), "s" * 32, algorithm="HS256"))
-    assert "audience" in refused_lower(auth, jwt.encode(claims(iss="https://idp", aud="x"), "s" * 32, algorithm="HS256"))
+    assert "issuer" in refused_lower(auth, jwt.encode(claims(iss="https://evil", aud="sb"), S, algorithm="HS256"))
+    assert "audience" in refused_lower(auth, jwt.encode(claims(iss="https://idp", aud="x"), S, algorithm="HS256"))
     assert "expired" in refused(auth, jwt.encode(claims(iss="https://idp", aud="sb", exp=int(time.time()) - 100),
-                                                 "s" * 32, algorithm="HS256"))
+                                                 S, algorithm="HS256"))
     assert "missing" in refused(auth, None)
     # a token signed with the right secret but another algorithm family is refused
     key = rsa_key()
@@ -90,7 +92,7 @@ def test_scopes_from_scope_scp_and_roles() -> None:
     assert scopes(roles="ops") == {"handlers:write"}
     assert scopes() == frozenset()
     # no subject: refused (it would be the events' creator)
-    assert "'sub'" in refused(auth, jwt.encode({"exp": int(time.time()) + 60}, "s" * 32, algorithm="HS256"))
+    assert "'sub'" in refused(auth, jwt.encode({"exp": int(time.time()) + 60}, S, algorithm="HS256"))
 
 
 def test_open_mode_and_missing_key() -> None:
@@ -102,5 +104,5 @@ def test_open_mode_and_missing_key() -> None:
 
 def test_nested_claims() -> None:
     auth = Authenticator(GatewaySettings(jwt_secret="s" * 32))
-    p = auth.verify(jwt.encode(claims(realm={"team": "blue"}), "s" * 32, algorithm="HS256"))
+    p = auth.verify(jwt.encode(claims(realm={"team": "blue"}), S, algorithm="HS256"))
     assert p.claim("realm.team") == "blue" and p.claim("realm.nope") is None and p.claim("sub") == "ada"

@@ -77,6 +77,41 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
         )
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_gateway(settings: Settings, log_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """The HTTP gateway on loopback, authentication off (local development only)."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SIGNALBOX_BROKER_KIND": "tansu",
+        "SIGNALBOX_TOPICS_FILE": str(settings.topics_file.resolve()),
+        "SIGNALBOX_GATEWAY_AUTH": "none",
+        "SIGNALBOX_GATEWAY_HOST": "127.0.0.1",
+        "SIGNALBOX_GATEWAY_PORT": str(port),
+        "SIGNALBOX_GATEWAY_DB_PATH": str(WORKDIR / "gateway.sqlite"),
+    }
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "streams", "gateway"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(child: subprocess.Popen[bytes] | None) -> None:
+    if child is not None and child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+
+
 def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
     """The example events, and a second wave sent once the first has settled."""
     first = [line.strip().encode() for line in (EXAMPLES / "events.jsonl").read_text().splitlines() if line.strip()]
@@ -126,6 +161,7 @@ def run_dev(events: int = 0) -> int:
     WORKDIR.mkdir(parents=True)
     broker = EmbeddedBroker(WORKDIR / "tansu.log")
     worker: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
     started = time.monotonic()
     try:
         broker.start()
@@ -145,6 +181,10 @@ def run_dev(events: int = 0) -> int:
             _say(f"handler {h.id}: job {h.job}, {formatting.describe_trigger(h)}")
         worker = _start_worker(settings, WORKDIR / "worker.log")
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
+        port = _free_port()
+        gateway = _start_gateway(settings, WORKDIR / "gateway.log", port)
+        _say(f"gateway on http://127.0.0.1:{port} (OpenAPI at /docs; authentication off: dev only); "
+             f"log {WORKDIR / 'gateway.log'}")
         first, second = _sample_events(events)
         # One key: one partition, read in file order, so the once-listener fires on aviso-1
         # in every run (unkeyed, the two aviso events could be read in either order).
@@ -152,7 +192,7 @@ def run_dev(events: int = 0) -> int:
         _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
         _send_the_other_kinds(broker.bootstrap_servers, topics)
         _say("watching job commands and run results (Ctrl-C to stop)")
-        _follow(broker.bootstrap_servers, topics, broker, worker, second, started)
+        _follow(broker.bootstrap_servers, topics, broker, [worker, gateway], second, started)
     except (KeyboardInterrupt, StdoutClosed):
         pass
     except ChildExited as exc:
@@ -165,13 +205,8 @@ def run_dev(events: int = 0) -> int:
         code = 1
     finally:
         _say_if_possible("stopping")
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        _stop(gateway)
+        _stop(worker)
         broker.stop()
         _say_if_possible("stopped")
     return code
@@ -184,13 +219,14 @@ def _say_if_possible(text: str) -> None:
         pass
 
 
-def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker, worker: subprocess.Popen[bytes],
-            later: list[bytes], started: float) -> None:
+def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker,
+            children: list[subprocess.Popen[bytes]], later: list[bytes], started: float) -> None:
     results = 0
     last_record = time.monotonic()
     for msg in client.follow(bootstrap, [topics.job_commands, topics.run_results, topics.dead_letter], True):
-        if worker.poll() is not None:
-            raise ChildExited(f"the worker exited with {worker.returncode}; see {WORKDIR / 'worker.log'}")
+        for child, name in zip(children, ("worker", "gateway"), strict=True):
+            if child.poll() is not None:
+                raise ChildExited(f"the {name} exited with {child.returncode}; see {WORKDIR / f'{name}.log'}")
         if broker.returncode is not None:
             raise ChildExited(f"the broker exited with {broker.returncode}; see {WORKDIR / 'tansu.log'}")
         if msg is None:
