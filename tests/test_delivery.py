@@ -91,6 +91,21 @@ def test_signatures_verify_with_the_standard_webhooks_library_for_every_secret()
         standardwebhooks.Webhook(SECRET).verify(body + b" ", headers)
 
 
+def test_the_dev_receiver_verifies_with_its_own_secret_only() -> None:
+    from streams.cli.dev_sinks import new_secret, verified
+
+    body, now = b'{"type":"run.finished"}', int(time.time())
+    secret = new_secret()
+    assert secret.startswith("whsec_") and secret != new_secret()
+    headers = {"webhook-id": "r1", "webhook-timestamp": str(now),
+               "webhook-signature": signing.signature([OLD_SECRET, secret], "r1", now, body)}
+    assert verified(secret, headers, body)
+    assert not verified(SECRET, headers, body)
+    assert not verified(secret, headers, body + b" ")
+    assert not verified(secret, {**headers, "webhook-id": "r2"}, body)
+    assert not verified(secret, {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
+
+
 def test_a_secret_is_resolved_by_name_and_a_missing_one_is_named_not_shown(monkeypatch: pytest.MonkeyPatch,
                                                                            tmp_path: Any) -> None:
     monkeypatch.setenv(secrets.env_name("billing-hook"), SECRET)
