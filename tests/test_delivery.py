@@ -341,6 +341,54 @@ def test_a_target_slower_than_its_timeout_is_retried(stack: Stack, hook_worker: 
     results.close()
 
 
+def test_a_slow_listener_holds_up_neither_another_listener_nor_a_job(stack: Stack, hook_worker: WorkerProcess,
+                                                                      receiver: Receiver) -> None:
+    """One target answers after 12 s (its timeout is 30 s); meanwhile another listener's 5
+    deliveries and a plain job's 5 runs all finish. Counted from outside, on run-results:
+    every fast result is there while the slow delivery has no result yet."""
+    slow_delay, fast_count = 12.0, 5
+    slow_receiver = Receiver(answers=[(200, {}, slow_delay)])
+    results = stack.reader(stack.topics.run_results)
+    try:
+        slow_kind, fast_kind, job_kind = unique("slowpoke"), unique("quick"), unique("plain")
+        slow = {"id": unique("hookslowpoke"), "event": {"match": {"type": slow_kind}},
+                "webhook": {"url": f"{slow_receiver.url}/slowpoke", "timeout_seconds": 30}}
+        fast = {"id": unique("hookquick"), "event": {"match": {"type": fast_kind}},
+                "webhook": {"url": f"{receiver.url}/quick", "secret": "hook"}}
+        plain = {"id": job_kind, "job": "tick7", "event": {"match": {"type": job_kind}}}
+        for h in (slow, fast, plain):
+            stack.apply_handler(h)
+        stack.send_event({"id": unique("e"), "type": slow_kind})
+        [arrived] = slow_receiver.wait_for("/slowpoke")
+        p = stack.producer()
+        for i in range(fast_count):
+            p.produce(stack.topics.events, json.dumps({"id": unique("e"), "type": fast_kind, "n": i}).encode(), b"f")
+            p.produce(stack.topics.events, json.dumps({"id": unique("e"), "type": job_kind, "n": i}).encode(), b"j")
+        assert p.flush(30) == 0
+
+        def mine(m: Any) -> bool:
+            return result(m)["handler_id"] in (slow["id"], fast["id"], plain["id"])
+
+        # by the time the slow answer can come, everything else must have finished
+        window = slow_delay - (time.time() - arrived.at) - 0.5
+        assert window > 3, f"the slow request arrived too long ago ({time.time() - arrived.at:.1f}s)"
+        done = results.wait_for(lambda m: mine(m) and result(m)["handler_id"] != slow["id"],
+                                count=2 * fast_count, timeout=window)
+        assert not [m for m in results.seen if result(m)["handler_id"] == slow["id"]], "the slow one already finished"
+        assert sorted(result(m)["handler_id"] for m in done) == sorted([fast["id"]] * fast_count
+                                                                      + [plain["id"]] * fast_count)
+        assert all(result(m)["status"] == "succeeded" for m in done), [result(m)["error"] for m in done]
+        assert len(receiver.wait_for("/quick", count=fast_count)) == fast_count
+        # and the slow one finishes too, once, delivered
+        [slowest] = results.wait_for(lambda m: result(m)["handler_id"] == slow["id"], timeout=60)
+        assert result(slowest)["status"] == "succeeded"
+        assert json.loads(result(slowest)["final_state_json"])["delivery"]["ms"] >= slow_delay * 1000 - 500
+        assert len(slow_receiver.received) == 1
+    finally:
+        results.close()
+        slow_receiver.close()
+
+
 def test_mistral_listener_gets_started_then_finished_and_failed(stack: Stack, hook_worker: WorkerProcess,
                                                                 receiver: Receiver) -> None:
     """A listener on two jobs' lifecycle: a job that succeeds, one that raises."""
