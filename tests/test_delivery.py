@@ -16,7 +16,7 @@ import pytest
 import standardwebhooks
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from streams.delivery import email, guard, secrets, signing
+from streams.delivery import email, guard, secrets, signing, webhook
 from streams.model.handlers import InvalidHandler, parse_handler
 from tests.conftest import Stack, WorkerProcess, result, unique
 from tests.receiver import Receiver, SmtpSink, json_of
@@ -157,6 +157,41 @@ def test_tail_shows_each_delivery_status_time_and_attempt() -> None:
              {"delivery": {"transport": "webhook", "host": "hooks.example.com", "status": 200, "ms": 12,
                            "attempt": 2}})}
     assert "delivery=webhook:hooks.example.com status=200 12ms attempt=2" in format_result(r)
+
+
+def test_a_runners_client_reuses_connections_keeps_no_cookies_and_its_guard_still_refuses() -> None:
+    """The runner's one HTTP session: keep-alive to the same receiver, no cookie carried from
+    one delivery to the next, and a client without the allow-list reaches nothing internal,
+    by IP literal or by name."""
+    receiver = Receiver(answers=[(200, {"Set-Cookie": "session=abc; Path=/"}, 0.0)])
+
+    def hook(url: str) -> Any:
+        return parse_handler({"id": "w", "event": {"match": {"type": "x"}}, "webhook": {"url": url}})
+
+    def cmd(n: int) -> dict[str, Any]:
+        return {"run_id": f"r{n}", "event_json": json.dumps({"type": "x", "n": n})}
+
+    async def deliveries() -> list[webhook.Outcome]:
+        async with webhook.Client(guard.parse_allow("127.0.0.1")) as client:
+            # by name: an IP address's cookies would be refused by aiohttp's own jar anyway
+            out = [await webhook.deliver(hook(f"http://localhost:{receiver.port}/a"), cmd(1), client),
+                   await webhook.deliver(hook(f"http://localhost:{receiver.port}/a"), cmd(2), client),
+                   await webhook.deliver(hook(f"{receiver.url}/a"), cmd(3), client)]
+        async with webhook.Client([]) as guarded:
+            out += [await webhook.deliver(hook(f"{receiver.url}/a"), cmd(4), guarded),
+                    await webhook.deliver(hook(f"http://localhost:{receiver.port}/a"), cmd(5), guarded)]
+        return out
+
+    try:
+        outcomes = asyncio.run(deliveries())
+        assert [o.delivered for o in outcomes] == [True, True, True, False, False], outcomes
+        assert all(not o.retry and "loopback" in (o.error or "") for o in outcomes[3:]), outcomes
+        got = receiver.received
+        assert [r.headers["webhook-id"] for r in got] == ["r1", "r2", "r3"]
+        assert got[0].peer_port == got[1].peer_port, "the second delivery reused the first's connection"
+        assert "Cookie" not in got[1].headers and "Cookie" not in got[2].headers
+    finally:
+        receiver.close()
 
 
 # -- real deliveries ----------------------------------------------------------------------
