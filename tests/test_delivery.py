@@ -194,6 +194,45 @@ def test_a_runners_client_reuses_connections_keeps_no_cookies_and_its_guard_stil
         receiver.close()
 
 
+def test_a_failed_answer_with_an_endless_body_is_cut_short_not_read_to_the_timeout() -> None:
+    """A hostile receiver answers 500 and streams its body forever: the delivery reads the
+    start of it for the error and gives up on the rest at once (no memory filled, no wait)."""
+    from aiohttp import web
+
+    async def scenario() -> tuple[webhook.Outcome, int]:
+        sent = 0
+
+        async def endless(request: web.Request) -> web.StreamResponse:
+            nonlocal sent
+            answer = web.StreamResponse(status=500)
+            await answer.prepare(request)
+            for _ in range(20_000):  # bounded: 20 MB at most, if nobody stops reading
+                await answer.write(b"x" * 1000)
+                sent += 1000
+            return answer
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", endless)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        hook = parse_handler({"id": "w", "event": {"match": {"type": "x"}},
+                              "webhook": {"url": f"http://127.0.0.1:{port}/h", "timeout_seconds": 20}})
+        try:
+            async with webhook.Client(guard.parse_allow("127.0.0.1")) as client:
+                outcome = await webhook.deliver(hook, {"run_id": "r1", "event_json": "{}"}, client)
+            return outcome, sent
+        finally:
+            await runner.cleanup()
+
+    outcome, sent = asyncio.run(scenario())
+    assert outcome.status == 500 and outcome.retry and outcome.error == "HTTP 500: " + "x" * 300, outcome
+    assert outcome.ms < 5000, outcome
+    assert sent < 20_000_000, "the whole body was read"
+
+
 # -- real deliveries ----------------------------------------------------------------------
 
 

@@ -141,6 +141,22 @@ def retry_after(value: str | None) -> float | None:
         return None
 
 
+async def excerpt(response: aiohttp.ClientResponse) -> str:
+    """The start of a failed answer's body: read no further than needed (a hostile receiver's
+    endless body would otherwise fill memory until the timeout); its connection is then
+    closed, not pooled."""
+    raw = b""
+    while len(raw) < RESPONSE_EXCERPT * 4:  # up to 4 bytes a character
+        chunk = await response.content.read(RESPONSE_EXCERPT * 4 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    try:
+        return raw.decode(response.charset or "utf-8", errors="replace")[:RESPONSE_EXCERPT]
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")[:RESPONSE_EXCERPT]
+
+
 async def deliver(handler: Handler, command: dict[str, Any], client: Client) -> Outcome:
     assert handler.webhook is not None
     target = handler.webhook
@@ -162,7 +178,7 @@ async def deliver(handler: Handler, command: dict[str, Any], client: Client) -> 
             status = response.status
             if 200 <= status < 300:
                 return Outcome(True, status, ms())
-            text = (await response.text(errors="replace"))[:RESPONSE_EXCERPT]
+            text = await excerpt(response)
             error = f"HTTP {status}" + (f": {text}" if text else "")
             if status == 410:
                 return Outcome(False, status, ms(), error + " (the listener is disabled: apply it again to "
