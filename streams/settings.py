@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.model import jsonvalue
@@ -51,14 +51,24 @@ class Settings(BaseSettings):
     # e-mail deliveries (delivery/email.py); the password is a secret's name, never a value
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
-    smtp_starttls: bool = False
-    smtp_tls: bool = False
+    smtp_starttls: bool = False  # plain connection, then STARTTLS (usually port 587)
+    smtp_tls: bool = False  # TLS from the first byte (usually port 465); not with smtp_starttls
+    # a PEM file of CA certificates trusted for the SMTP server's certificate, in addition to
+    # the system's (a private CA); the server's name is checked against its certificate
+    smtp_ca_file: Path | None = None
     smtp_user: str = ""
     smtp_password_secret: str = ""
     smtp_from: str = "signalbox@localhost"
     smtp_timeout_seconds: float = 10.0
     web_port: int | None = None
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _one_kind_of_smtp_tls(self) -> Settings:
+        if self.smtp_starttls and self.smtp_tls:
+            raise ValueError("SIGNALBOX_SMTP_STARTTLS and SIGNALBOX_SMTP_TLS exclude each other: STARTTLS "
+                             "upgrades a plain connection (port 587), TLS starts with it (port 465)")
+        return self
 
     @property
     def state_limits(self) -> StateLimits:

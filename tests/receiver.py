@@ -18,6 +18,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer_port: int = 0  # the client's port: the same on a reused (keep-alive) connection
 
 
 @dataclass
@@ -53,7 +54,9 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append(Received(time.time(), request.method, request.path, dict(request.headers), body))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.received.append(Received(time.time(), request.method, request.path, dict(request.headers), body,
+                                      peer[1] if peer else 0))
         status, headers, delay = self.answers.pop(0) if self.answers else (200, {}, 0.0)
         if delay:
             await asyncio.sleep(delay)

@@ -16,7 +16,7 @@ import pytest
 import standardwebhooks
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from streams.delivery import email, guard, secrets, signing
+from streams.delivery import email, guard, secrets, signing, webhook
 from streams.model.handlers import InvalidHandler, parse_handler
 from tests.conftest import Stack, WorkerProcess, result, unique
 from tests.receiver import Receiver, SmtpSink, json_of
@@ -91,6 +91,21 @@ def test_signatures_verify_with_the_standard_webhooks_library_for_every_secret()
         standardwebhooks.Webhook(SECRET).verify(body + b" ", headers)
 
 
+def test_the_dev_receiver_verifies_with_its_own_secret_only() -> None:
+    from streams.cli.dev_sinks import new_secret, verified
+
+    body, now = b'{"type":"run.finished"}', int(time.time())
+    secret = new_secret()
+    assert secret.startswith("whsec_") and secret != new_secret()
+    headers = {"webhook-id": "r1", "webhook-timestamp": str(now),
+               "webhook-signature": signing.signature([OLD_SECRET, secret], "r1", now, body)}
+    assert verified(secret, headers, body)
+    assert not verified(SECRET, headers, body)
+    assert not verified(secret, headers, body + b" ")
+    assert not verified(secret, {**headers, "webhook-id": "r2"}, body)
+    assert not verified(secret, {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
+
+
 def test_a_secret_is_resolved_by_name_and_a_missing_one_is_named_not_shown(monkeypatch: pytest.MonkeyPatch,
                                                                            tmp_path: Any) -> None:
     monkeypatch.setenv(secrets.env_name("billing-hook"), SECRET)
@@ -142,6 +157,80 @@ def test_tail_shows_each_delivery_status_time_and_attempt() -> None:
              {"delivery": {"transport": "webhook", "host": "hooks.example.com", "status": 200, "ms": 12,
                            "attempt": 2}})}
     assert "delivery=webhook:hooks.example.com status=200 12ms attempt=2" in format_result(r)
+
+
+def test_a_runners_client_reuses_connections_keeps_no_cookies_and_its_guard_still_refuses() -> None:
+    """The runner's one HTTP session: keep-alive to the same receiver, no cookie carried from
+    one delivery to the next, and a client without the allow-list reaches nothing internal,
+    by IP literal or by name."""
+    receiver = Receiver(answers=[(200, {"Set-Cookie": "session=abc; Path=/"}, 0.0)])
+
+    def hook(url: str) -> Any:
+        return parse_handler({"id": "w", "event": {"match": {"type": "x"}}, "webhook": {"url": url}})
+
+    def cmd(n: int) -> dict[str, Any]:
+        return {"run_id": f"r{n}", "event_json": json.dumps({"type": "x", "n": n})}
+
+    async def deliveries() -> list[webhook.Outcome]:
+        async with webhook.Client(guard.parse_allow("127.0.0.1")) as client:
+            # by name: an IP address's cookies would be refused by aiohttp's own jar anyway
+            out = [await webhook.deliver(hook(f"http://localhost:{receiver.port}/a"), cmd(1), client),
+                   await webhook.deliver(hook(f"http://localhost:{receiver.port}/a"), cmd(2), client),
+                   await webhook.deliver(hook(f"{receiver.url}/a"), cmd(3), client)]
+        async with webhook.Client([]) as guarded:
+            out += [await webhook.deliver(hook(f"{receiver.url}/a"), cmd(4), guarded),
+                    await webhook.deliver(hook(f"http://localhost:{receiver.port}/a"), cmd(5), guarded)]
+        return out
+
+    try:
+        outcomes = asyncio.run(deliveries())
+        assert [o.delivered for o in outcomes] == [True, True, True, False, False], outcomes
+        assert all(not o.retry and "loopback" in (o.error or "") for o in outcomes[3:]), outcomes
+        got = receiver.received
+        assert [r.headers["webhook-id"] for r in got] == ["r1", "r2", "r3"]
+        assert got[0].peer_port == got[1].peer_port, "the second delivery reused the first's connection"
+        assert "Cookie" not in got[1].headers and "Cookie" not in got[2].headers
+    finally:
+        receiver.close()
+
+
+def test_a_failed_answer_with_an_endless_body_is_cut_short_not_read_to_the_timeout() -> None:
+    """A hostile receiver answers 500 and streams its body forever: the delivery reads the
+    start of it for the error and gives up on the rest at once (no memory filled, no wait)."""
+    from aiohttp import web
+
+    async def scenario() -> tuple[webhook.Outcome, int]:
+        sent = 0
+
+        async def endless(request: web.Request) -> web.StreamResponse:
+            nonlocal sent
+            answer = web.StreamResponse(status=500)
+            await answer.prepare(request)
+            for _ in range(20_000):  # bounded: 20 MB at most, if nobody stops reading
+                await answer.write(b"x" * 1000)
+                sent += 1000
+            return answer
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", endless)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        hook = parse_handler({"id": "w", "event": {"match": {"type": "x"}},
+                              "webhook": {"url": f"http://127.0.0.1:{port}/h", "timeout_seconds": 20}})
+        try:
+            async with webhook.Client(guard.parse_allow("127.0.0.1")) as client:
+                outcome = await webhook.deliver(hook, {"run_id": "r1", "event_json": "{}"}, client)
+            return outcome, sent
+        finally:
+            await runner.cleanup()
+
+    outcome, sent = asyncio.run(scenario())
+    assert outcome.status == 500 and outcome.retry and outcome.error == "HTTP 500: " + "x" * 300, outcome
+    assert outcome.ms < 5000, outcome
+    assert sent < 20_000_000, "the whole body was read"
 
 
 # -- real deliveries ----------------------------------------------------------------------
@@ -324,6 +413,54 @@ def test_a_target_slower_than_its_timeout_is_retried(stack: Stack, hook_worker: 
     [first, second] = results.wait_for(lambda m: result(m)["handler_id"] == h["id"], count=2)
     assert "timed out after 1s" in result(first)["error"] and result(second)["status"] == "succeeded"
     results.close()
+
+
+def test_a_slow_listener_holds_up_neither_another_listener_nor_a_job(stack: Stack, hook_worker: WorkerProcess,
+                                                                      receiver: Receiver) -> None:
+    """One target answers after 12 s (its timeout is 30 s); meanwhile another listener's 5
+    deliveries and a plain job's 5 runs all finish. Counted from outside, on run-results:
+    every fast result is there while the slow delivery has no result yet."""
+    slow_delay, fast_count = 12.0, 5
+    slow_receiver = Receiver(answers=[(200, {}, slow_delay)])
+    results = stack.reader(stack.topics.run_results)
+    try:
+        slow_kind, fast_kind, job_kind = unique("slowpoke"), unique("quick"), unique("plain")
+        slow = {"id": unique("hookslowpoke"), "event": {"match": {"type": slow_kind}},
+                "webhook": {"url": f"{slow_receiver.url}/slowpoke", "timeout_seconds": 30}}
+        fast = {"id": unique("hookquick"), "event": {"match": {"type": fast_kind}},
+                "webhook": {"url": f"{receiver.url}/quick", "secret": "hook"}}
+        plain = {"id": job_kind, "job": "tick7", "event": {"match": {"type": job_kind}}}
+        for h in (slow, fast, plain):
+            stack.apply_handler(h)
+        stack.send_event({"id": unique("e"), "type": slow_kind})
+        [arrived] = slow_receiver.wait_for("/slowpoke")
+        p = stack.producer()
+        for i in range(fast_count):
+            p.produce(stack.topics.events, json.dumps({"id": unique("e"), "type": fast_kind, "n": i}).encode(), b"f")
+            p.produce(stack.topics.events, json.dumps({"id": unique("e"), "type": job_kind, "n": i}).encode(), b"j")
+        assert p.flush(30) == 0
+
+        def mine(m: Any) -> bool:
+            return result(m)["handler_id"] in (slow["id"], fast["id"], plain["id"])
+
+        # by the time the slow answer can come, everything else must have finished
+        window = slow_delay - (time.time() - arrived.at) - 0.5
+        assert window > 3, f"the slow request arrived too long ago ({time.time() - arrived.at:.1f}s)"
+        done = results.wait_for(lambda m: mine(m) and result(m)["handler_id"] != slow["id"],
+                                count=2 * fast_count, timeout=window)
+        assert not [m for m in results.seen if result(m)["handler_id"] == slow["id"]], "the slow one already finished"
+        assert sorted(result(m)["handler_id"] for m in done) == sorted([fast["id"]] * fast_count
+                                                                      + [plain["id"]] * fast_count)
+        assert all(result(m)["status"] == "succeeded" for m in done), [result(m)["error"] for m in done]
+        assert len(receiver.wait_for("/quick", count=fast_count)) == fast_count
+        # and the slow one finishes too, once, delivered
+        [slowest] = results.wait_for(lambda m: result(m)["handler_id"] == slow["id"], timeout=60)
+        assert result(slowest)["status"] == "succeeded"
+        assert json.loads(result(slowest)["final_state_json"])["delivery"]["ms"] >= slow_delay * 1000 - 500
+        assert len(slow_receiver.received) == 1
+    finally:
+        results.close()
+        slow_receiver.close()
 
 
 def test_mistral_listener_gets_started_then_finished_and_failed(stack: Stack, hook_worker: WorkerProcess,

@@ -37,7 +37,17 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
              re.compile(r"COMMAND job=report handler=heartbeat-report .*trigger=cron:"),
              re.compile(r"COMMAND job=notify-archivist handler=after-migration .*trigger=after:"),
              re.compile(r"COMMAND job=alert handler=import-failed .*trigger=after:"),
-             re.compile(r"COMMAND job=run-task handler=aviso-mars-step0 ")]
+             re.compile(r"COMMAND job=run-task handler=aviso-mars-step0 "),
+             # the dev listener's delivery, as dev's own receiver got it, signed with the dev secret
+             re.compile(r"WEBHOOK received POST /migrations webhook-id=[0-9a-f-]{36} type=run\.finished "
+                        r"signature=verified$"),
+             # the dev e-mail notification, as dev's own SMTP sink got it
+             re.compile(r"MAIL    received to=ops@archive\.example subject='Import failed: always-fails "
+                        r"\(broken-import\)' text='Run [0-9a-f-]{36} of always-fails failed"),
+             re.compile(r"RESULT  job=webhook\.dev-migration-listener .*status=succeeded .*"
+                        r"delivery=webhook:127\.0\.0\.1 status=200 "),
+             re.compile(r"RESULT  job=email\.dev-import-failed-mail .*status=succeeded .*"
+                        r"delivery=email:127\.0\.0\.1 status=250 ")]
     try:
         while time.monotonic() < deadline and not all(any(k.search(line) for line in lines) for k in kinds):
             line = proc.stdout.readline()
@@ -74,6 +84,9 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
     assert '"date":"20261123"' not in output
     assert proc.returncode == 0 and output.rstrip().endswith("stopped"), output
     assert not (tmp_path / ".signalbox" / "dev" / "worker.log").read_text().count("Traceback")
+    # every delivery the receiver got was signed with the dev secret, which nobody printed
+    assert "NOT VERIFIED" not in output
+    assert "whsec_" not in output and "whsec_" not in (tmp_path / ".signalbox" / "dev" / "worker.log").read_text()
     assert not (tmp_path / ".signalbox" / "dev" / "gateway.log").read_text().count("Traceback")
 
 

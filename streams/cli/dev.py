@@ -1,8 +1,10 @@
 """``signalbox dev``: the whole product on this machine, with nothing installed but Python.
 
-Starts the embedded broker, creates the topics of topics.yaml, applies the example
-handlers, starts a worker with the example jobs, sends the sample events, and prints job
-commands and run results as they happen, until Ctrl-C stops everything.
+Starts the embedded broker, creates the topics of topics.yaml, a webhook receiver and an
+SMTP sink on loopback (cli/dev_sinks.py), applies the example handlers and the dev
+listeners, starts a worker with the example jobs, sends the sample events, and prints job
+commands, run results and what the receiver and the sink get as it happens, until Ctrl-C
+stops everything.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.cli import formatting
+from streams.cli.dev_sinks import LOOPBACK, DevSinks, new_secret
 from streams.contracts import avro, records
 from streams.contracts import topics as topics_mod
+from streams.delivery import secrets
 from streams.kafka import client
 from streams.kafka.broker import EmbeddedBroker
 from streams.model import provenance
@@ -34,6 +38,7 @@ from streams.settings import Settings
 EXAMPLES = Path(str(resources.files("streams.examples")))
 WORKDIR = Path(".signalbox/dev")
 SAMPLE_KEY = b"dev-examples"
+DEV_SECRET_NAME = "dev-hook"  # the dev listener's signing secret, by name (listeners.yaml)
 
 
 class StdoutClosed(Exception):
@@ -61,12 +66,22 @@ class ChildExited(Exception):
     """The broker or the worker stopped by itself."""
 
 
-def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, log_path: Path, sinks: DevSinks, secret: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "SIGNALBOX_BROKER_KIND": "tansu",
         "SIGNALBOX_TOPICS_FILE": str(settings.topics_file.resolve()),
+        # deliveries may reach dev's own receiver and sink, and nothing else internal
+        "SIGNALBOX_DELIVERY_ALLOW": f"{LOOPBACK}/32",
+        secrets.env_name(DEV_SECRET_NAME): secret,
+        "SIGNALBOX_SMTP_HOST": LOOPBACK,
+        "SIGNALBOX_SMTP_PORT": str(sinks.smtp_port),
+        "SIGNALBOX_SMTP_STARTTLS": "false",
+        "SIGNALBOX_SMTP_TLS": "false",
+        "SIGNALBOX_SMTP_USER": "",
+        "SIGNALBOX_SMTP_PASSWORD_SECRET": "",
+        "SIGNALBOX_SMTP_FROM": "signalbox-dev@localhost",
     }
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -140,6 +155,13 @@ def _send_the_other_kinds(bootstrap: str, topics: topics_mod.Topics) -> None:
     _say("requested a run of heartbeat-report now, as `signalbox run heartbeat-report` does")
 
 
+def _dev_listeners(sinks: DevSinks) -> Path:
+    """listeners.yaml with the receiver's address filled in, written to the work folder."""
+    path = WORKDIR / "listeners.yaml"
+    path.write_text((EXAMPLES / "listeners.yaml").read_text().replace("DEV_RECEIVER", sinks.webhook_url))
+    return path
+
+
 def export_line(bootstrap: str) -> str:
     """The shell line that points the CLI at this dev broker (its port is random)."""
     return f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap} SIGNALBOX_BROKER_KIND=tansu"
@@ -162,6 +184,7 @@ def run_dev(events: int = 0) -> int:
     broker = EmbeddedBroker(WORKDIR / "tansu.log")
     worker: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    sinks: DevSinks | None = None
     started = time.monotonic()
     try:
         broker.start()
@@ -173,13 +196,17 @@ def run_dev(events: int = 0) -> int:
         _say(export_line(broker.bootstrap_servers), stamp=False)  # no time stamp: copy and paste it
         topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics)
         _say(f"created {len(topics.specs)} topics from {settings.topics_file}")
-        handlers, errors = load_handlers([EXAMPLES / "handlers.yaml"])
+        secret = new_secret()  # this run's; the worker gets it by environment, nobody sees it
+        sinks = DevSinks(secret)
+        _say(f"webhook receiver on {sinks.webhook_url}, SMTP sink on {LOOPBACK}:{sinks.smtp_port} "
+             f"(the worker may deliver to {LOOPBACK} only)")
+        handlers, errors = load_handlers([EXAMPLES / "handlers.yaml", _dev_listeners(sinks)])
         assert not errors, errors
         client.produce_all(broker.bootstrap_servers, [
             (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
         for h in handlers:
             _say(f"handler {h.id}: job {h.job}, {formatting.describe_trigger(h)}")
-        worker = _start_worker(settings, WORKDIR / "worker.log")
+        worker = _start_worker(settings, WORKDIR / "worker.log", sinks, secret)
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
         port = _free_port()
         gateway = _start_gateway(settings, WORKDIR / "gateway.log", port)
@@ -192,7 +219,7 @@ def run_dev(events: int = 0) -> int:
         _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
         _send_the_other_kinds(broker.bootstrap_servers, topics)
         _say("watching job commands and run results (Ctrl-C to stop)")
-        _follow(broker.bootstrap_servers, topics, broker, [worker, gateway], second, started)
+        _follow(broker.bootstrap_servers, topics, broker, [worker, gateway], sinks, second, started)
     except (KeyboardInterrupt, StdoutClosed):
         pass
     except ChildExited as exc:
@@ -208,6 +235,8 @@ def run_dev(events: int = 0) -> int:
         _stop(gateway)
         _stop(worker)
         broker.stop()
+        if sinks is not None:
+            sinks.close()
         _say_if_possible("stopped")
     return code
 
@@ -220,7 +249,7 @@ def _say_if_possible(text: str) -> None:
 
 
 def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker,
-            children: list[subprocess.Popen[bytes]], later: list[bytes], started: float) -> None:
+            children: list[subprocess.Popen[bytes]], sinks: DevSinks, later: list[bytes], started: float) -> None:
     results = 0
     last_record = time.monotonic()
     for msg in client.follow(bootstrap, [topics.job_commands, topics.run_results, topics.dead_letter], True):
@@ -229,6 +258,8 @@ def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker,
                 raise ChildExited(f"the {name} exited with {child.returncode}; see {WORKDIR / f'{name}.log'}")
         if broker.returncode is not None:
             raise ChildExited(f"the broker exited with {broker.returncode}; see {WORKDIR / 'tansu.log'}")
+        while not sinks.lines.empty():  # what the receiver and the sink got meanwhile
+            _say(sinks.lines.get_nowait())
         if msg is None:
             if _stdout_closed():
                 raise StdoutClosed

@@ -4,14 +4,17 @@ Subject and body are Jinja2 templates rendered in a sandbox over the triggering 
 (its fields at the top level, the whole event as ``event``); a field the event lacks is
 an error of that delivery (permanent: the same event would fail again), never a crash.
 The message goes through the SMTP server of the settings (``SIGNALBOX_SMTP_*``) with
-aiosmtplib; a refused connection, a timeout or a 4xx answer is retried, a 5xx answer is
-permanent.
+aiosmtplib, over STARTTLS or TLS when the settings say so (the server's certificate checked
+against the system's CAs and ``SIGNALBOX_SMTP_CA_FILE``), with SMTP AUTH when a user is set
+(the password: a secret's name). A refused connection, a timeout, a certificate that is not
+trusted or a 4xx answer is retried, a 5xx answer is permanent.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import ssl
 import time
 from email.message import EmailMessage
 from typing import Any
@@ -68,9 +71,25 @@ async def deliver(handler: Handler, command: dict[str, Any], settings: Settings)
         await aiosmtplib.send(msg, hostname=settings.smtp_host, port=settings.smtp_port,
                               username=settings.smtp_user or None, password=password,
                               start_tls=settings.smtp_starttls, use_tls=settings.smtp_tls,
+                              cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
                               timeout=settings.smtp_timeout_seconds)
     except aiosmtplib.SMTPResponseException as exc:
         return Outcome(False, exc.code, ms(), f"SMTP {exc.code}: {exc.message}"[:300], retry=exc.code < 500)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        untrusted = _untrusted(exc)
+        if untrusted is not None:
+            return Outcome(False, None, ms(), f"TLS: the SMTP server's certificate is not trusted "
+                           f"({untrusted.verify_message}); SIGNALBOX_SMTP_CA_FILE names a CA to trust"[:300])
         return Outcome(False, None, ms(), f"{type(exc).__name__}: {exc}"[:300])
     return Outcome(True, 250, ms())
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error behind ``exc`` (aiosmtplib may wrap it), if that is what it is."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 5:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return None

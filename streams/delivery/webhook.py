@@ -7,6 +7,12 @@ same on every retry, the receiver's idempotency key), ``webhook-timestamp`` and
 5xx, timeouts and connection errors are worth another attempt (``Retry-After`` honoured);
 any other status, a refused address or a missing secret is permanent; 410 Gone also
 disables the listener (the runner publishes it again with ``enabled: false``).
+
+A runner process sends through one ``Client``: one aiohttp session, so deliveries to the same
+receiver reuse keep-alive connections. Its connector resolves through the guard's resolver,
+so every connection it opens (and so every pooled one) goes to an address the guard checked;
+IP-literal URLs are checked before each request. It keeps no cookies: one listener's
+receiver cannot hand another listener's requests anything.
 """
 
 from __future__ import annotations
@@ -27,6 +33,40 @@ from streams.model.handlers import Handler, SecretRef, WebhookTarget
 
 RETRYABLE = {408, 429}
 RESPONSE_EXCERPT = 300  # characters of a failed response kept in the run's error
+# Idle pooled connections are closed after this long: shorter than most servers' keep-alive,
+# so a connection is rarely reused just as its server closes it (that attempt would be retried).
+KEEPALIVE_SECONDS = 4.0
+
+
+class Client:
+    """The HTTP client of one runner process (``keep_alive=False``: one connection per request,
+    for a one-off delivery). The session is made in the running event loop, at first use."""
+
+    def __init__(self, allow: Sequence[guard.Network], keep_alive: bool = True) -> None:
+        self.allow = tuple(allow)
+        self.keep_alive = keep_alive
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            pooling: dict[str, Any] = {"keepalive_timeout": KEEPALIVE_SECONDS} if self.keep_alive \
+                else {"force_close": True}
+            # limit=0: the runner's slots already bound how many deliveries run at once, and a
+            # wait for a pooled connection would eat into a delivery's own timeout
+            connector = aiohttp.TCPConnector(resolver=guard.GuardedResolver(self.allow), limit=0, **pooling)
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 @dataclass
@@ -101,7 +141,23 @@ def retry_after(value: str | None) -> float | None:
         return None
 
 
-async def deliver(handler: Handler, command: dict[str, Any], allow: Sequence[guard.Network]) -> Outcome:
+async def excerpt(response: aiohttp.ClientResponse) -> str:
+    """The start of a failed answer's body: read no further than needed (a hostile receiver's
+    endless body would otherwise fill memory until the timeout); its connection is then
+    closed, not pooled."""
+    raw = b""
+    while len(raw) < RESPONSE_EXCERPT * 4:  # up to 4 bytes a character
+        chunk = await response.content.read(RESPONSE_EXCERPT * 4 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    try:
+        return raw.decode(response.charset or "utf-8", errors="replace")[:RESPONSE_EXCERPT]
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")[:RESPONSE_EXCERPT]
+
+
+async def deliver(handler: Handler, command: dict[str, Any], client: Client) -> Outcome:
     assert handler.webhook is not None
     target = handler.webhook
     started = time.monotonic()
@@ -112,26 +168,24 @@ async def deliver(handler: Handler, command: dict[str, Any], allow: Sequence[gua
     body = body_of(command)
     try:
         headers = headers_of(target, command["run_id"], body)
-        guard.check_literal(urlsplit(target.url).hostname or "", allow)
+        guard.check_literal(urlsplit(target.url).hostname or "", client.allow)
     except (secrets.MissingSecret, ValueError, guard.RefusedTarget) as exc:
         return Outcome(False, None, ms(), str(exc), retry=False)
-    connector = aiohttp.TCPConnector(resolver=guard.GuardedResolver(allow), force_close=True)
     timeout = aiohttp.ClientTimeout(total=target.timeout_seconds)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            async with session.request(target.method, target.url, data=body, headers=headers,
-                                       allow_redirects=False) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return Outcome(True, status, ms())
-                text = (await response.text(errors="replace"))[:RESPONSE_EXCERPT]
-                error = f"HTTP {status}" + (f": {text}" if text else "")
-                if status == 410:
-                    return Outcome(False, status, ms(), error + " (the listener is disabled: apply it again to "
-                                   "re-enable it)", retry=False, gone=True)
-                retryable = status in RETRYABLE or status >= 500
-                return Outcome(False, status, ms(), error, retry=retryable,
-                               retry_after_seconds=retry_after(response.headers.get("Retry-After")))
+        async with client.session().request(target.method, target.url, data=body, headers=headers,
+                                             allow_redirects=False, timeout=timeout) as response:
+            status = response.status
+            if 200 <= status < 300:
+                return Outcome(True, status, ms())
+            text = await excerpt(response)
+            error = f"HTTP {status}" + (f": {text}" if text else "")
+            if status == 410:
+                return Outcome(False, status, ms(), error + " (the listener is disabled: apply it again to "
+                               "re-enable it)", retry=False, gone=True)
+            retryable = status in RETRYABLE or status >= 500
+            return Outcome(False, status, ms(), error, retry=retryable,
+                           retry_after_seconds=retry_after(response.headers.get("Retry-After")))
     except guard.RefusedTarget as exc:
         return Outcome(False, None, ms(), str(exc), retry=False)
     except aiohttp.ClientConnectorError as exc:

@@ -55,10 +55,12 @@ def emitted_events(run: jobs.Run) -> list[tuple[bytes, list[tuple[str, bytes]]]]
 
 
 async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None = None,
-                  settings: Settings | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
-    """Run one decoded job command; returns the run result record and the Run (if started)."""
+                  settings: Settings | None = None,
+                  http: webhook.Client | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
+    """Run one decoded job command; returns the run result record and the Run (if started).
+    ``http``: the runner's webhook client (without it, a webhook gets a connection of its own)."""
     if command["job"].startswith(DELIVERY_JOB_PREFIXES):
-        return await execute_delivery(command, runner_name, handlers, settings or Settings()), None
+        return await execute_delivery(command, runner_name, handlers, settings or Settings(), http), None
     started = now_ms()
     result: dict[str, Any] = {
         "run_id": command["run_id"],
@@ -108,7 +110,7 @@ async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSe
 
 
 async def execute_delivery(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None,
-                           settings: Settings) -> dict[str, Any]:
+                           settings: Settings, http: webhook.Client | None = None) -> dict[str, Any]:
     """A webhook or email handler's run: one delivery attempt (the handler as it is now)."""
     started = now_ms()
     result: dict[str, Any] = {
@@ -119,7 +121,12 @@ async def execute_delivery(command: dict[str, Any], runner_name: str, handlers: 
     transport = command["job"].split(".", 1)[0]
     if handler is not None and handler.webhook is not None and transport == "webhook":
         host = urlsplit(handler.webhook.url).hostname or ""
-        outcome = await webhook.deliver(handler, command, guard.parse_allow(settings.delivery_allow))
+        allow = guard.parse_allow(settings.delivery_allow)
+        if http is not None and http.allow == allow:
+            outcome = await webhook.deliver(handler, command, http)
+        else:
+            async with webhook.Client(allow, keep_alive=False) as one_off:
+                outcome = await webhook.deliver(handler, command, one_off)
     elif handler is not None and handler.email is not None and transport == "email":
         host = settings.smtp_host
         outcome = await email.deliver(handler, command, settings)
@@ -148,6 +155,8 @@ class Runner(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
+        # one HTTP session for every webhook this runner delivers (keep-alive connections)
+        self._http = webhook.Client(guard.parse_allow(settings.delivery_allow))
 
     async def on_start(self) -> None:
         s = self.settings
@@ -179,6 +188,7 @@ class Runner(Service):
             except Exception as exc:
                 log.warning("runner: final commit failed (%s); those commands will run again", exc)
             await self._consumer.stop()
+        await self._http.close()
         if self._producer is not None:
             await self._producer.stop()
 
@@ -219,7 +229,7 @@ class Runner(Service):
             started = json.dumps(records.started_event(command), separators=(",", ":")).encode()
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
-            result, run = await execute(command, self.name_, self.handlers, self.settings)
+            result, run = await execute(command, self.name_, self.handlers, self.settings, self._http)
             if result["status"] == "failed" and command["job"].startswith("webhook."):
                 await self._disable_if_gone(command, result)
         finally:
