@@ -93,49 +93,66 @@ def _check_cloudevent(event: Any, where: str) -> None:
         raise HTTPException(400, f"{where}: specversion {event['specversion']!r} is not supported (1.0 is)")
 
 
-def parse_events(request: Request, body: bytes, depth: int) -> tuple[list[Any], bool]:
-    """The events of a request (not yet checked as events) and whether they are CloudEvents."""
+def _split(body: bytes, limits: jsonvalue.Limits, batch_of: str) -> list[bytes | Any]:
+    """The elements of a JSON array body: raw bytes (checked later exactly as the worker
+    reads them, and sent as they are), or parsed values when the fast split cannot read it
+    (integers beyond 4300 digits); 400 with the parser's reason for what is not an array."""
+    parts = jsonvalue.split_array(body, limits.max_depth + 1)
+    if parts is not None:
+        return list(parts)
+    try:
+        doc = jsonvalue.loads(body, max_depth=min(limits.max_depth + 1, jsonvalue.DEPTH_CEILING))
+    except ValueError as exc:
+        raise HTTPException(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, list):
+        raise HTTPException(400, f"{batch_of} must be a JSON array")
+    return list(doc)
+
+
+def parse_events(request: Request, body: bytes, limits: jsonvalue.Limits) -> tuple[list[bytes | Any], bool]:
+    """The events of a request, each its raw bytes (or a parsed value when it had to be
+    built or parsed here), not yet checked; and whether they are CloudEvents."""
     if any(name.lower() == "ce-specversion" for name in request.headers):
-        event = _cloudevent_from_headers(request, body, depth)
+        event = _cloudevent_from_headers(request, body, max(1, limits.max_depth - 1))
         _check_cloudevent(event, "binary-mode CloudEvent")
         return [event], True
     media = _media_type(request)
     if media not in (CE_STRUCTURED, CE_BATCH, "application/json", "text/json") and not media.endswith("+json"):
         raise HTTPException(415, f"content type {media!r}: send application/json, {CE_STRUCTURED}, {CE_BATCH} "
                                  "or a binary-mode CloudEvent")
-    try:
-        doc = jsonvalue.loads(body, max_depth=depth)
-    except ValueError as exc:
-        raise HTTPException(400, f"the body is not JSON: {exc}") from None
-    if media == CE_STRUCTURED:
-        _check_cloudevent(doc, "structured CloudEvent")
-        return [doc], True
     if media == CE_BATCH:
-        if not isinstance(doc, list):
-            raise HTTPException(400, "a CloudEvents batch must be a JSON array")
-        for n, event in enumerate(doc):
-            _check_cloudevent(event, f"event {n}")
-        return doc, True
-    return (doc if isinstance(doc, list) else [doc]), False
+        return _split(body, limits, "a CloudEvents batch"), True
+    if media != CE_STRUCTURED and body.lstrip()[:1] == b"[":
+        return _split(body, limits, "a batch"), False
+    return [body.strip()], media == CE_STRUCTURED
 
 
-def check_event(event: Any, where: str, limits: jsonvalue.Limits) -> bytes:
-    """One event's bytes as the worker will read them; raises HTTPException 400/413."""
-    if not isinstance(event, dict):
-        raise HTTPException(400, f"{where}: an event must be a JSON object, not {type(event).__name__}")
-    if records.is_status_event(event) or event.get("source") == "internal":
-        raise HTTPException(400, f"{where}: source 'internal' is reserved for the engine's own events")
-    if records.is_run_request(event) or event.get("event_type") == records.RUN_REQUESTED_EVENT_TYPE:
-        raise HTTPException(400, f"{where}: event_type {records.RUN_REQUESTED_EVENT_TYPE!r} is reserved; "
-                                 "use POST /handlers/{id}/run")
-    data = jsonvalue.dumps(event).encode("utf-8", "backslashreplace")
-    if len(data) > limits.max_bytes:
-        raise HTTPException(413, f"{where}: the event is {len(data)} bytes; the limit is {limits.max_bytes}")
+def check_event(event: bytes | Any, where: str, limits: jsonvalue.Limits, cloud: bool) -> tuple[dict[str, Any], bytes]:
+    """One event and its bytes as the worker will read them (given an id when it has none);
+    raises HTTPException 400 or 413."""
+    raw = event if isinstance(event, bytes) else jsonvalue.dumps(event).encode("utf-8", "backslashreplace")
+    if len(raw) > limits.max_bytes:
+        raise HTTPException(413, f"{where}: the event is {len(raw)} bytes; the limit is {limits.max_bytes}")
     try:
-        jsonvalue.load_event_text(data, limits)  # exactly the worker's check
+        doc, _ = jsonvalue.load_event_text(raw, limits)  # exactly the worker's check
     except jsonvalue.NotAJsonObject as exc:
         raise HTTPException(400, f"{where}: {exc}") from None
-    return data
+    if cloud:
+        _check_cloudevent(doc, where)
+    if records.is_status_event(doc) or doc.get("source") == "internal":
+        raise HTTPException(400, f"{where}: source 'internal' is reserved for the engine's own events")
+    if records.is_run_request(doc) or doc.get("event_type") == records.RUN_REQUESTED_EVENT_TYPE:
+        raise HTTPException(400, f"{where}: event_type {records.RUN_REQUESTED_EVENT_TYPE!r} is reserved; "
+                                 "use POST /handlers/{id}/run")
+    if "id" not in doc:  # the id is how a run names its trigger
+        doc = {"id": str(uuid.uuid4()), **doc}
+        raw = jsonvalue.dumps(doc).encode("utf-8")
+        if len(raw) > limits.max_bytes:
+            raise HTTPException(413, f"{where}: with its id the event is {len(raw)} bytes; the limit is "
+                                     f"{limits.max_bytes}")
+    elif not isinstance(doc["id"], str) or not doc["id"]:
+        raise HTTPException(400, f"{where}: id must be a non-empty string")
+    return doc, raw
 
 
 @router.post("/events", status_code=202, response_model=Accepted,
@@ -148,7 +165,7 @@ async def post_events(request: Request, principal: Ingester) -> Accepted:
         raise HTTPException(400, f"header {forged[0]!r} refused: the creator is set from your token "
                                  f"({gs.creator_claim!r} claim), never by the request")
     body = await read_body(request, gs.max_body_bytes)
-    events, _cloud = parse_events(request, body, min(settings.max_event_depth + 2, jsonvalue.DEPTH_CEILING))
+    events, cloud = parse_events(request, body, settings.event_limits)
     if not events:
         raise HTTPException(400, "no events: the array is empty")
     if len(events) > gs.max_batch_events:
@@ -158,10 +175,8 @@ async def post_events(request: Request, principal: Ingester) -> Accepted:
     headers = [(provenance.CREATOR, principal.subject.encode())]
     for n, event in enumerate(events):
         where = f"event {n}" if len(events) > 1 else "event"
-        if isinstance(event, dict) and not isinstance(event.get("id"), str):
-            event = {"id": str(uuid.uuid4()), **event}  # the id is how a run names its trigger
-        data = check_event(event, where, settings.event_limits)
-        ids.append(event["id"])
+        doc, data = check_event(event, where, settings.event_limits, cloud)
+        ids.append(doc["id"])
         out.append(Record(topics.events, None, data, headers))
     try:
         await app.state.producer.send_all(out)

@@ -317,6 +317,46 @@ def load_object(data: bytes | None) -> dict[str, Any]:
     return load_event(data, DEFAULT_LIMITS)
 
 
+_BOUNDS = json.JSONDecoder()  # finds where each element ends; its values are thrown away
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def split_array(data: bytes, max_depth: int) -> list[bytes] | None:
+    """The raw bytes of each element of a JSON array, for checking each one as an event
+    (:func:`load_event_text`) without serializing it again; None when ``data`` is not a
+    JSON array this can split (not an array, bad JSON, nested deeper than ``max_depth``
+    counting the array, not UTF-8): parse it with :func:`loads` for the reason."""
+    if _too_deep(data, max_depth):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    at = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if text[at:at + 1] != "[":
+        return None
+    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    out: list[bytes] = []
+    if text[at:at + 1] == "]":
+        at += 1
+    else:
+        while True:
+            try:
+                _, end = _BOUNDS.raw_decode(text, at)
+            except (ValueError, RecursionError):
+                return None
+            out.append(text[at:end].encode("utf-8"))
+            at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+            if text[at:at + 1] == ",":
+                at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+                continue
+            if text[at:at + 1] == "]":
+                at += 1
+                break
+            return None
+    return out if _SPACE.match(text, at).end() == len(text) else None  # type: ignore[union-attr]
+
+
 def dumps(value: Any) -> str:
     """Compact JSON that keeps Decimal values exact."""
     try:  # the standard library's C encoder is ~5x faster; it refuses Decimal
@@ -335,4 +375,5 @@ __all__ = [
     "load_event",
     "load_object",
     "loads",
+    "split_array",
 ]
