@@ -185,6 +185,9 @@ class Subscriber:
             auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms, fetch_max_bytes=8 * 1048576,
         )
         await self._consumer.start()
+        # let aiokafka's no-group task take its first step: stopped before it, a consumer's
+        # stop() raises CancelledError from that task and skips closing its connections
+        await asyncio.sleep(0)
         deadline = time.monotonic() + METADATA_WAIT_SECONDS
         partitions = self._consumer.partitions_for_topic(self.hub.topic)
         while not partitions and time.monotonic() < deadline:
@@ -513,9 +516,7 @@ async def subscribe(
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in (sender, receiver):
             task.cancel()
-        for task in (sender, receiver):
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                await task
+        await asyncio.wait({sender, receiver})  # both over; their errors are read below
         finished = done.pop()
         exc = finished.exception() if not finished.cancelled() else None
         await _close_for(websocket, exc)
@@ -632,6 +633,8 @@ async def stream(
         await sub.stop()
         hub.release()
         reason = refused[0]["error"]
+        if principal is None and reason.endswith("needs a token"):
+            raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
         status = 403 if reason.startswith("access denied") else 404 if reason.startswith("unknown") else 400
         raise HTTPException(status, reason)
     return EventSourceResponse(_events(sub), ping=hub.gs.ping_interval_seconds,
