@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -439,5 +441,37 @@ def test_oversized_client_message_closes_with_1009(gateway: Gateway) -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await recv(ws)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_cannot_keep_up_is_closed_with_1013(stack: Stack,
+                                                           gateway_factory: Callable[..., Gateway]) -> None:
+    slow_gateway = gateway_factory(None, send_queue_max=2, ping_interval_seconds=1.0)
+    job = unique("slow")
+    pad = os.urandom(100_000).hex()  # 200 kB that permessage-deflate cannot shrink
+    count = 40  # 8 MB: more than loopback's socket buffers hold (tcp_wmem max is 4 MB here)
+
+    async def scenario() -> None:
+        # a small receive buffer, and max_queue=1: the client library stops reading the
+        # socket once a message waits; the gateway's socket buffer (at most tcp_wmem's
+        # 4 MB) fills, then its send queue
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", slow_gateway.port))
+        async with connect(f"{slow_gateway.ws}/subscribe?jwt={SUBSCRIBER}", sock=sock, max_queue=1, max_size=None,
+                           compression=None) as ws:
+            assert "bound" in await bind(ws, "runs", f"run.{job}.#")
+            for _batch in range(count // 10):
+                send(stack, *({**status_event(job, unique("r"), "started"), "pad": pad} for _ in range(10)))
+            await asyncio.sleep(4.0)  # not reading: the gateway's queue fills and stays full
+            received = 0
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(count + 1):
+                    await recv(ws)
+                    received += 1
+            assert closed.value.rcvd is not None, "closed without a close frame"
+            assert closed.value.rcvd.code == 1013 and "too slow" in closed.value.rcvd.reason
+            assert received < count
 
     asyncio.run(scenario())
