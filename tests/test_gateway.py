@@ -5,6 +5,7 @@ Tokens are made here with PyJWT directly, not with the project's helper."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.conftest import GatewayProcess, Stack, TopicReader, WorkerProcess, command, unique
 
@@ -354,3 +356,34 @@ def test_openapi_lists_every_endpoint(http: httpx.Client) -> None:
 def test_gateway_without_a_key_refuses_to_start(stack: Stack) -> None:
     r = stack.cli("gateway", "--port", "1")
     assert r.returncode == 2 and "SIGNALBOX_GATEWAY_JWT_SECRET" in r.stderr
+
+
+def test_websocket_streams_a_real_runs_lifecycle_in_order(http: httpx.Client, gateway: GatewayProcess,
+                                                         stack: Stack) -> None:
+    """A real worker's runs, live: bind run.<job>.#, start runs over HTTP, receive each run's
+    started then succeeded (or failed), in order, and no other job's."""
+    hid, failing = unique("live"), unique("live-fail")
+    http.put(f"/handlers/{hid}", json={"job": "count4", "event": {"match": {"type": hid}}}, headers=auth())
+    http.put(f"/handlers/{failing}", json={"job": "explode", "event": {"match": {"type": failing}}}, headers=auth())
+    stack.wait_logged(f"handler {failing} applied")
+    ws_url = gateway.url.replace("http://", "ws://") + f"/subscribe?jwt={token(scope='subscribe')}"
+
+    async def scenario() -> dict[str, list[str]]:
+        async with connect(ws_url) as ws:
+            await ws.send(json.dumps({"bind": [{"ex": "runs", "key": "run.count4.#"},
+                                               {"ex": "runs", "key": "run.explode.*.failed"}]}))
+            for _ in range(2):
+                assert "bound" in json.loads(await asyncio.wait_for(ws.recv(), 10))
+            await asyncio.to_thread(http.post, "/events", json=[{"id": unique("l"), "type": hid} for _ in range(3)]
+                                    + [{"id": unique("l"), "type": failing}], headers=auth())
+            seen: dict[str, list[str]] = {}
+            async with asyncio.timeout(60):
+                while sum(len(v) for v in seen.values()) < 7:
+                    msg = json.loads(await ws.recv())
+                    assert "error" not in msg, msg
+                    seen.setdefault(msg["msg"]["run_id"], []).append(msg["key"].rsplit(".", 1)[1])
+            return seen
+
+    seen = asyncio.run(scenario())
+    assert sorted(seen.values()) == [["failed"], ["started", "succeeded"], ["started", "succeeded"],
+                                     ["started", "succeeded"]], seen

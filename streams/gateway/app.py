@@ -52,4 +52,5 @@ def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(api.router)
     app.include_router(subscriptions.router)
+    subscriptions.hub_of(app)  # a bad exchanges file stops the gateway at start, not at the first connection
     return app
