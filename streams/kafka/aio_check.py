@@ -15,7 +15,7 @@ from aiokafka import errors
 from aiokafka.conn import create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
-from streams.kafka.client import AuthFailure, BrokerUnreachable, TLSFailure, _host_port, tls_reason
+from streams.kafka.client import AuthFailure, BrokerUnreachable, TLSFailure, _host_port, tls_probe, tls_reason
 from streams.kafka.connection import KafkaConnection
 
 _AUTH_ERRORS = (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
@@ -28,12 +28,16 @@ async def check(conn: KafkaConnection, timeout: float = 10.0) -> None:
     causes = []
     for address in (a.strip() for a in conn.bootstrap_servers.split(",") if a.strip()):
         host, port = _host_port(address)
+        if conn.uses_tls:  # the same context aiokafka gets; names the cause, as for the CLI
+            reason = await asyncio.to_thread(tls_probe, conn, host, port, timeout)
+            if reason is not None:
+                raise TLSFailure(f"TLS failure at {address}: {reason}")
         try:
             async with asyncio.timeout(timeout):
                 connection = await create_conn(host, port, request_timeout_ms=int(timeout * 1000),
                                                **conn.aiokafka_auth())
                 try:
-                    await connection.send(MetadataRequest[0]([]))
+                    await connection.send(MetadataRequest([]))
                 finally:
                     connection.close()
             return

@@ -95,17 +95,31 @@ def tls_reason(exc: ssl.SSLError, host: str) -> str:
     return f"TLS handshake failed ({reason})"
 
 
-def _tls_probe(conn: KafkaConnection, host: str, port: int, timeout: float) -> str | None:
-    """Why a TLS handshake with host:port fails, with the connection's CA and certificate."""
+# An ApiVersions v0 request (correlation id 1, client id "signalbox"): after the handshake
+# it makes a broker that refuses our client certificate say so (TLS 1.3 tells the client
+# only at its first read).
+_API_VERSIONS = bytes.fromhex("00000013" "0012" "0000" "00000001" "0009") + b"signalbox"
+
+
+def tls_probe(conn: KafkaConnection, host: str, port: int, timeout: float) -> str | None:
+    """Why TLS with host:port fails, with the connection's CA and certificate (None: it works)."""
     context = conn.ssl_context()
     assert context is not None
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock, \
-                context.wrap_socket(sock, server_hostname=host):
+                context.wrap_socket(sock, server_hostname=host) as tls:
+            tls.sendall(_API_VERSIONS)
+            if not tls.recv(4):
+                return ("the broker closed the connection after the TLS handshake: it may require a client "
+                        "certificate it trusts (ssl.certificate.location, ssl.key.location)")
             return None
     except ssl.SSLError as exc:
         return tls_reason(exc, host)
-    except OSError as exc:  # reset or timeout during the handshake
+    except ConnectionRefusedError:
+        return None  # not a TLS matter: reported as an unreachable address
+    except TimeoutError:
+        return f"no TLS answer within {timeout:g}s (a PLAINTEXT listener?)"
+    except OSError as exc:  # reset during the handshake
         return f"TLS handshake failed ({exc.strerror or exc or type(exc).__name__})"
 
 
@@ -160,7 +174,7 @@ def check_broker(conn: KafkaConnection, timeout: float = 5.0) -> None:
         host, port = _host_port(address)
         cause = _probe(host, port, timeout)
         if cause is None and conn.uses_tls:
-            tls = _tls_probe(conn, host, port, timeout)
+            tls = tls_probe(conn, host, port, timeout)
             if tls is not None:
                 raise TLSFailure(f"TLS failure at {address}: {tls}")
         if cause is None:
