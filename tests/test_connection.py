@@ -299,3 +299,29 @@ def test_dev_worker_environment_drops_the_connection_settings():
     assert {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION", "KAFKA_CONFIG_FILE",
             "KAFKA_SSL_KEY_PASSWORD", "SIGNALBOX_KAFKA_SASL_PASSWORD"} <= names
     assert "KAFKA_BOOTSTRAP_SERVERS" not in names
+
+
+def test_aiokafka_authentication_failure_is_named(monkeypatch: pytest.MonkeyPatch):
+    """What aiokafka raises when the broker refuses the credentials becomes one AuthFailure
+    line naming the mechanism and user, never the password."""
+    from aiokafka import errors
+
+    from streams.kafka import aio_check
+
+    seen: dict[str, object] = {}
+
+    async def refusing(host: str, port: int, **kwargs: object) -> None:
+        seen.update(kwargs, host=host, port=port)
+        raise errors.SaslAuthenticationFailed("Authentication failed during authentication due to invalid "
+                                              "credentials with SASL mechanism SCRAM-SHA-512")
+
+    monkeypatch.setattr(aio_check, "create_conn", refusing)
+    conn = KafkaConnection("b-1:9096", {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                                        "sasl.username": "signalbox", "sasl.password": PASSWORD})
+    with pytest.raises(client.AuthFailure) as failure:
+        asyncio.run(aio_check.check(conn))
+    message = str(failure.value)
+    assert message.startswith("authentication failed at b-1:9096 (SASL SCRAM-SHA-512 as 'signalbox'): ")
+    assert "invalid credentials" in message and PASSWORD not in message and "\n" not in message
+    assert (seen["host"], seen["port"], seen["sasl_mechanism"], seen["sasl_plain_username"]) == (
+        "b-1", 9096, "SCRAM-SHA-512", "signalbox")
