@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +39,7 @@ from streams.contracts import avro  # noqa: E402
 from streams.contracts import topics as topics_mod  # noqa: E402
 from streams.kafka import client  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka.connection import KafkaConnection  # noqa: E402
 
 DEADLINE_S = 300  # any phase that takes longer is reported as failed
 
@@ -73,9 +73,9 @@ def event_for(i: int, n_handlers: int, sent: float | None = None) -> dict:
     }
 
 
-def raw_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4()}", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10})
+def raw_consumer_rate(conn: KafkaConnection, topic: str, count: int) -> float:
+    c = Consumer(client.config(conn, **{"group.id": f"raw-{uuid.uuid4()}", "enable.auto.commit": False,
+                                        "fetch.wait.max.ms": 10}))
     meta = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
     n, first, end = 0, 0.0, time.monotonic() + DEADLINE_S
@@ -110,9 +110,9 @@ def plain_agent_rate(bootstrap: str, topic: str, count: int, workdir: Path) -> f
         proc.wait(30)
 
 
-def commands_reader(bootstrap: str, topic: str) -> Consumer:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cmd-{uuid.uuid4()}", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 5})
+def commands_reader(conn: KafkaConnection, topic: str) -> Consumer:
+    c = Consumer(client.config(conn, **{"group.id": f"cmd-{uuid.uuid4()}", "enable.auto.commit": False,
+                                        "fetch.wait.max.ms": 5}))
     meta = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
     return c
@@ -131,23 +131,23 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="signalbox-bench-"))
     with EmbeddedBroker(work / "tansu.log") as broker:
-        bs = broker.bootstrap_servers
+        bs = KafkaConnection(broker.bootstrap_servers)  # the embedded broker: plaintext
         topics = topics_mod.Topics.load(ROOT / "topics.yaml", "bench.")
-        topics_mod.create(AdminClient({"bootstrap.servers": bs}), topics)
+        topics_mod.create(client.admin(bs), topics)
         events = [json.dumps(event_for(i, args.handlers)).encode() for i in range(args.events)]
         print(f"events: {args.events} of ~{sum(map(len, events)) // len(events)} bytes; handlers: {args.handlers}")
         client.produce_all(bs, [(topics.events, None, e) for e in events], timeout=120)
 
         raw = raw_consumer_rate(bs, topics.events, args.events)
         print(f"1. raw confluent-kafka consumer:        {raw:>10,.0f} events/s")
-        plain = plain_agent_rate(bs, topics.events, args.events, work)
+        plain = plain_agent_rate(bs.bootstrap_servers, topics.events, args.events, work)
         print(f"2. plain Faust agent (decode only):     {plain:>10,.0f} events/s   ({plain / raw:.1%} of raw)")
 
         client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode())
                                 for h in handler_mix(args.handlers, args.jobs)], timeout=120)
         chain = {"id": "bench-chain", "job": "chain", "event": {"match": {"type": "chain"}}}
         client.produce_all(bs, [(topics.handlers, b"bench-chain", json.dumps(chain).encode())], timeout=30)
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs, "SIGNALBOX_BROKER_KIND": "tansu",
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
                "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench",
                "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
         print(f"worker from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on")
@@ -221,7 +221,7 @@ def main() -> None:
             print_profile(work / "profile.txt")
 
 
-def round_trip(bs: str, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> None:
+def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> None:
     """Where a job's round trip went in phase 3 (medians over its runs): command on the
     broker -> the runner starts it; the run; its end -> its result on the broker; the result
     on the broker -> the job's next command on the broker (the schedule step)."""
@@ -261,7 +261,7 @@ def round_trip(bs: str, topics: topics_mod.Topics, commanded: list[tuple[str, st
         for name, v in parts.items() if len(v) >= 2))
 
 
-def chain_rate(bs: str, topics: topics_mod.Topics, n: int) -> None:
+def chain_rate(bs: KafkaConnection, topics: topics_mod.Topics, n: int) -> None:
     """5. n events of one job at once: runs/s from its first command to its last result."""
     results = commands_reader(bs, topics.run_results)
     commands = commands_reader(bs, topics.job_commands)

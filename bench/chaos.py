@@ -58,7 +58,6 @@ from typing import Any
 
 import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 from streams.contracts import topics as topics_mod  # noqa: E402
 from streams.kafka import client  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka.connection import KafkaConnection  # noqa: E402
 
 READY_TEXT = b"[^Worker]: Ready"
 LATENCY_SLOW_S = 1.0
@@ -235,12 +235,12 @@ class Record:
 class Outputs:
     """One plain consumer over every partition of job-commands and run-results."""
 
-    def __init__(self, bootstrap: str, commands_topic: str, results_topic: str, schemas: Path) -> None:
+    def __init__(self, conn: KafkaConnection, commands_topic: str, results_topic: str, schemas: Path) -> None:
         self.commands_topic, self.results_topic = commands_topic, results_topic
         self.cmd_codec = AvscDecoder(schemas / "job_command.avsc")
         self.res_codec = AvscDecoder(schemas / "run_result.avsc")
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-reader-{uuid.uuid4()}",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        self.consumer = Consumer(client.config(conn, **{"group.id": f"chaos-reader-{uuid.uuid4()}",
+                                                        "enable.auto.commit": False, "fetch.wait.max.ms": 10}))
         tps = []
         for topic in (commands_topic, results_topic):
             meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
@@ -323,7 +323,7 @@ def stalls(commands: list[float], waiting: list[tuple[float, float]], lo: float,
     return sorted(out, key=lambda g: -g[1])
 
 
-def locate_lost(bs: str, topics: topics_mod.Topics, sent: dict[str, tuple[str, float]], delivered: set[str],
+def locate_lost(bs: KafkaConnection, topics: topics_mod.Topics, sent: dict[str, tuple[str, float]], delivered: set[str],
                 outputs: Outputs, kill: float | None) -> dict[str, str]:
     """For events without a command: where they are on the events topic, whether a triggers
     record names them (so the loss is in match or in schedule), and when their neighbours on
@@ -434,14 +434,14 @@ def main(argv: list[str] | None = None) -> int:
                                "loadavg_at_start": os.getloadavg()[0]}
 
     with EmbeddedBroker(work / "tansu.log") as broker:
-        bs = broker.bootstrap_servers
+        bs = KafkaConnection(broker.bootstrap_servers)  # the embedded broker: plaintext
         prefix, app_id = f"chaos{tag}.", f"chaos-{tag}"
         topics = topics_mod.Topics.load(root / "topics.yaml", prefix)
-        topics_mod.create(AdminClient({"bootstrap.servers": bs}), topics)
+        topics_mod.create(client.admin(bs), topics)
         handlers = [{"id": f"chaos-h{j}", "job": f"chaos{j}", "event": {"match": {"chaos_job": f"chaos{j}"}},
                      "params": {"id": "id", "seq": "seq"}} for j in range(args.jobs)]
         client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode()) for h in handlers])
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs, "SIGNALBOX_BROKER_KIND": "tansu",
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
                "SIGNALBOX_TOPIC_PREFIX": prefix, "SIGNALBOX_APP_ID": app_id,
                "SIGNALBOX_TOPICS_FILE": str(root / "topics.yaml"), "PYTHONPATH": f"{root}:{HERE}",
                "CHAOS_JOBS": str(args.jobs), "CHAOS_SLEEP_MS": str(args.job_ms)}

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.model import jsonvalue
 from streams.model.state_rules import StateLimits
 
+if TYPE_CHECKING:
+    from streams.kafka.connection import KafkaConnection
+
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _kafka_env(name: str) -> AliasChoices:
+    """KAFKA_<NAME> (Kafka's property, upper case, dots as underscores), or SIGNALBOX_KAFKA_<NAME>."""
+    return AliasChoices(f"KAFKA_{name}", f"SIGNALBOX_KAFKA_{name}")
 
 
 def default_topics_file() -> Path:
@@ -28,6 +36,19 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SIGNALBOX_BOOTSTRAP_SERVERS"),
     )
+    # The connection (streams/kafka/connection.py): a client.properties file, under the
+    # environment and flags below; secrets (SecretStr) only from the environment or files.
+    kafka_config: Path | None = Field(default=None, validation_alias=_kafka_env("CONFIG_FILE"))
+    security_protocol: str | None = Field(default=None, validation_alias=_kafka_env("SECURITY_PROTOCOL"))
+    sasl_mechanism: str | None = Field(default=None, validation_alias=_kafka_env("SASL_MECHANISM"))
+    sasl_username: str | None = Field(default=None, validation_alias=_kafka_env("SASL_USERNAME"))
+    sasl_password: SecretStr | None = Field(default=None, validation_alias=_kafka_env("SASL_PASSWORD"))
+    sasl_password_file: Path | None = Field(default=None, validation_alias=_kafka_env("SASL_PASSWORD_FILE"))
+    ssl_ca_location: str | None = Field(default=None, validation_alias=_kafka_env("SSL_CA_LOCATION"))
+    ssl_certificate_location: str | None = Field(default=None,
+                                                 validation_alias=_kafka_env("SSL_CERTIFICATE_LOCATION"))
+    ssl_key_location: str | None = Field(default=None, validation_alias=_kafka_env("SSL_KEY_LOCATION"))
+    ssl_key_password: SecretStr | None = Field(default=None, validation_alias=_kafka_env("SSL_KEY_PASSWORD"))
     topics_file: Path = Field(default_factory=default_topics_file)
     topic_prefix: str = ""
     app_id: str = "signalbox"
@@ -69,6 +90,36 @@ class Settings(BaseSettings):
             raise ValueError("SIGNALBOX_SMTP_STARTTLS and SIGNALBOX_SMTP_TLS exclude each other: STARTTLS "
                              "upgrades a plain connection (port 587), TLS starts with it (port 465)")
         return self
+
+    def kafka_properties(self) -> dict[str, str]:
+        """The connection properties set by the environment or flags, by Kafka's names."""
+        password = self.sasl_password.get_secret_value() if self.sasl_password is not None else None
+        if self.sasl_password_file is not None:
+            from streams.kafka.connection import ConnectionConfigError
+
+            try:
+                password = self.sasl_password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConnectionConfigError(f"KAFKA_SASL_PASSWORD_FILE: cannot read {self.sasl_password_file}: "
+                                            f"{exc.strerror or exc}") from None
+        props = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+        }
+        return {k: v for k, v in props.items() if v}
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How to connect (bootstrap servers, TLS, SASL): what every Kafka client is given."""
+        from streams.kafka.connection import KafkaConnection
+
+        return KafkaConnection.from_settings(self)
 
     @property
     def state_limits(self) -> StateLimits:

@@ -38,6 +38,13 @@ WAIT = 60.0  # seconds a test waits for an expected record before failing
 class BrokerInfo:
     bootstrap: str
     kind: str  # "kafka" or "tansu"
+    # how to connect beyond the address (TLS, SASL): the environment of the CLI and the
+    # workers (KAFKA_SECURITY_PROTOCOL, ...), and the librdkafka settings of the tests' clients
+    env: dict[str, str] = field(default_factory=dict)
+    config: dict[str, str] = field(default_factory=dict)
+
+    def client_config(self, **extra: object) -> dict[str, object]:
+        return {"bootstrap.servers": self.bootstrap, **self.config, **extra}
 
 
 def _docker_answers() -> bool:
@@ -106,13 +113,14 @@ class Stack:
             "SIGNALBOX_APP_ID": self.app_id,
             "SIGNALBOX_TOPICS_FILE": str(ROOT / "topics.yaml"),
             "PYTHONPATH": str(ROOT),
+            **self.broker.env,
             # Cron ticks are checked 4x a second in tests (1 s in production): same code path.
             "SIGNALBOX_CRON_INTERVAL_SECONDS": "0.25",
         }
 
     def producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer({"bootstrap.servers": self.broker.bootstrap, "partitioner": "murmur2_random"})
+            self._producer = Producer(self.broker.client_config(partitioner="murmur2_random"))
         return self._producer
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None,
@@ -148,7 +156,7 @@ class Stack:
                 time.sleep(0.05)
 
     def reader(self, topic: str) -> TopicReader:
-        return TopicReader(self.broker.bootstrap, topic)
+        return TopicReader(self.broker, topic)
 
     def start_worker(self, name: str = "w1", *extra: str, datadir: Path | None = None,
                      env: dict[str, str] | None = None) -> WorkerProcess:
@@ -165,10 +173,10 @@ class Stack:
 class TopicReader:
     """A plain consumer over every partition of a topic, from the beginning."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, broker: BrokerInfo, topic: str) -> None:
         self.topic = topic
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+        self.consumer = Consumer(broker.client_config(**{
+            "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False, "fetch.wait.max.ms": 20}))
         meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         self.seen: list[Message] = []
@@ -248,7 +256,7 @@ def stack(broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tag = uuid.uuid4().hex[:8]
     prefix = f"t{tag}."
     topics = topics_mod.Topics.load(ROOT / "topics.yaml", prefix)
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin = AdminClient(broker.client_config())
     topics_mod.create(admin, topics)
     s = Stack(broker, prefix, f"signalbox-t{tag}", topics, tmp_path_factory.mktemp(f"stack-{tag}"))
     yield s

@@ -28,6 +28,7 @@ from streams.gateway.auth import Authenticator, make_token
 from streams.gateway.config import GatewaySettings
 from streams.kafka.broker import free_port
 from streams.kafka.client import produce_all
+from streams.kafka.connection import KafkaConnection
 from streams.settings import Settings
 from tests.conftest import ROOT, Stack
 
@@ -163,8 +164,9 @@ def status_event(job: str, run_id: str, new_status: str, attempt: int = 1) -> di
 
 def send(stack: Stack, *records: dict[str, Any]) -> None:
     """Status events keyed by run id (so a run's events keep their order), one produce."""
-    produce_all(stack.broker.bootstrap, [(stack.topics.events, str(r.get("run_id") or r["id"]).encode(),
-                                          json.dumps(r).encode()) for r in records])
+    produce_all(KafkaConnection(stack.broker.bootstrap),
+                [(stack.topics.events, str(r.get("run_id") or r["id"]).encode(), json.dumps(r).encode())
+                 for r in records])
 
 
 async def recv(ws: ClientConnection, timeout: float = WAIT) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams.cli import formatting
 from streams.cli.dev_sinks import LOOPBACK, DevSinks, new_secret
@@ -31,6 +30,7 @@ from streams.contracts import topics as topics_mod
 from streams.delivery import secrets
 from streams.kafka import client
 from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.connection import KafkaConnection, connection_env_names
 from streams.model import provenance
 from streams.model.handler_files import load_handlers
 from streams.settings import Settings
@@ -66,9 +66,15 @@ class ChildExited(Exception):
     """The broker or the worker stopped by itself."""
 
 
+def _plain_env() -> dict[str, str]:
+    """This shell's environment without its Kafka connection settings: the embedded broker
+    is plaintext, no TLS or SASL setting of this shell applies to it."""
+    return {k: v for k, v in os.environ.items() if k.upper() not in connection_env_names()}
+
+
 def _start_worker(settings: Settings, log_path: Path, sinks: DevSinks, secret: str) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k.upper() not in connection_env_names()},
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "SIGNALBOX_BROKER_KIND": "tansu",
         "SIGNALBOX_TOPICS_FILE": str(settings.topics_file.resolve()),
@@ -103,7 +109,7 @@ def _free_port() -> int:
 def _start_gateway(settings: Settings, log_path: Path, port: int) -> subprocess.Popen[bytes]:
     """The HTTP gateway on loopback, authentication off (local development only)."""
     env = {
-        **os.environ,
+        **_plain_env(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "SIGNALBOX_BROKER_KIND": "tansu",
         "SIGNALBOX_TOPICS_FILE": str(settings.topics_file.resolve()),
@@ -141,7 +147,7 @@ def _sample_events(extra: int) -> tuple[list[bytes], list[bytes]]:
                     "event_type": "MigratablePID"}).encode() for i in range(extra)]
 
 
-def _send_the_other_kinds(bootstrap: str, topics: topics_mod.Topics) -> None:
+def _send_the_other_kinds(bootstrap: KafkaConnection, topics: topics_mod.Topics) -> None:
     """What events.jsonl cannot say: a trusted ingest's header, and a run-now request."""
     imports = [json.dumps({"id": f"import-{n}", "event_type": "PatientImport", "patient": f"P-{n}"}).encode()
                for n in (1, 2)]
@@ -188,13 +194,14 @@ def run_dev(events: int = 0) -> int:
     started = time.monotonic()
     try:
         broker.start()
+        plain = KafkaConnection(broker.bootstrap_servers)  # the embedded broker: plaintext on loopback
         settings = Settings(bootstrap_servers=broker.bootstrap_servers, broker_kind="tansu",
                             datadir=WORKDIR / "worker-data")
         topics = topics_mod.Topics.load(settings.topics_file, settings.topic_prefix)
         _say(f"embedded broker (tansu, pid {broker.pid}) on {broker.bootstrap_servers}; log {WORKDIR / 'tansu.log'}")
         _say("to use the signalbox CLI from a second shell (after `. .venv/bin/activate`), run there:")
         _say(export_line(broker.bootstrap_servers), stamp=False)  # no time stamp: copy and paste it
-        topics_mod.create(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics)
+        topics_mod.create(client.admin(plain), topics)
         _say(f"created {len(topics.specs)} topics from {settings.topics_file}")
         secret = new_secret()  # this run's; the worker gets it by environment, nobody sees it
         sinks = DevSinks(secret)
@@ -202,7 +209,7 @@ def run_dev(events: int = 0) -> int:
              f"(the worker may deliver to {LOOPBACK} only)")
         handlers, errors = load_handlers([EXAMPLES / "handlers.yaml", _dev_listeners(sinks)])
         assert not errors, errors
-        client.produce_all(broker.bootstrap_servers, [
+        client.produce_all(plain, [
             (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
         for h in handlers:
             _say(f"handler {h.id}: job {h.job}, {formatting.describe_trigger(h)}")
@@ -215,11 +222,11 @@ def run_dev(events: int = 0) -> int:
         first, second = _sample_events(events)
         # One key: one partition, read in file order, so the once-listener fires on aviso-1
         # in every run (unkeyed, the two aviso events could be read in either order).
-        client.produce_all(broker.bootstrap_servers, [(topics.events, SAMPLE_KEY, v) for v in first])
+        client.produce_all(plain, [(topics.events, SAMPLE_KEY, v) for v in first])
         _say(f"sent {len(first)} sample events from {EXAMPLES / 'events.jsonl'}")
-        _send_the_other_kinds(broker.bootstrap_servers, topics)
+        _send_the_other_kinds(plain, topics)
         _say("watching job commands and run results (Ctrl-C to stop)")
-        _follow(broker.bootstrap_servers, topics, broker, [worker, gateway], sinks, second, started)
+        _follow(plain, topics, broker, [worker, gateway], sinks, second, started)
     except (KeyboardInterrupt, StdoutClosed):
         pass
     except ChildExited as exc:
@@ -248,7 +255,7 @@ def _say_if_possible(text: str) -> None:
         pass
 
 
-def _follow(bootstrap: str, topics: topics_mod.Topics, broker: EmbeddedBroker,
+def _follow(bootstrap: KafkaConnection, topics: topics_mod.Topics, broker: EmbeddedBroker,
             children: list[subprocess.Popen[bytes]], sinks: DevSinks, later: list[bytes], started: float) -> None:
     results = 0
     last_record = time.monotonic()

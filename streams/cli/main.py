@@ -21,6 +21,7 @@ from streams.cli.formatting import describe_trigger, format_command, format_resu
 from streams.contracts import avro, listeners, problem_records, records
 from streams.contracts import topics as topics_mod
 from streams.kafka import client
+from streams.kafka.connection import ConnectionConfigError, KafkaConnection
 from streams.matching.handler_set import cycles_with
 from streams.model import handlers, jsonvalue, provenance
 from streams.model.handler_files import load_handlers
@@ -39,11 +40,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "bootstrap_servers", None):
         overrides["bootstrap_servers"] = args.bootstrap_servers
-    for name in ("topics_file", "topic_prefix", "app_id", "broker_kind"):
+    for name in ("topics_file", "topic_prefix", "app_id", "broker_kind", *CONNECTION_FLAGS):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     return Settings(**overrides)
+
+
+def connection(settings: Settings) -> KafkaConnection:
+    """The settings' Kafka connection; contradictory settings are bad input (exit 2)."""
+    try:
+        return settings.kafka
+    except ConnectionConfigError as exc:
+        raise CliError(f"kafka config: {exc}", EXIT_BAD_INPUT) from None
 
 
 def connect(args: argparse.Namespace) -> Settings:
@@ -52,8 +61,10 @@ def connect(args: argparse.Namespace) -> Settings:
 
 
 def reachable(settings: Settings) -> Settings:
+    """The settings, once a bootstrap server answers; a TLS or authentication failure is
+    one line and exit 1, as an unreachable broker."""
     try:
-        client.check_broker(settings.bootstrap_servers)
+        client.check_broker(connection(settings))
     except client.BrokerUnreachable as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT if isinstance(exc, client.BadAddress) else EXIT_FAIL) from None
     return settings
@@ -67,14 +78,19 @@ def load_topics(settings: Settings) -> topics_mod.Topics:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return client.admin(settings.bootstrap_servers)
+    return client.admin(settings.kafka)
 
 
 # -- topics ---------------------------------------------------------------------------
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    settings = connect(args)
+    settings = settings_from(args)
+    if args.action == "check":  # what we connect with, secrets masked, before we try
+        print("connection:")
+        for line in connection(settings).describe():
+            print(f"  {line}")
+    reachable(settings)
     topics = load_topics(settings)
     a = admin(settings)
     if args.action == "create":
@@ -94,7 +110,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def current_handlers(settings: Settings, topics: topics_mod.Topics) -> dict[str, bytes]:
-    latest = client.latest_by_key(client.read_to_end(settings.bootstrap_servers, topics.handlers))
+    latest = client.latest_by_key(client.read_to_end(settings.kafka, topics.handlers))
     return {k.decode(): v for k, v in latest.items() if v is not None}
 
 
@@ -109,7 +125,7 @@ def cmd_handlers(args: argparse.Namespace) -> int:
         if errors and not args.skip_invalid:
             print("nothing applied (use --skip-invalid to apply the valid ones)", file=sys.stderr)
             return EXIT_BAD_INPUT
-        client.produce_all(settings.bootstrap_servers, [
+        client.produce_all(settings.kafka, [
             (topics.handlers, h.id.encode(), json.dumps(h.model_dump(mode="json", exclude_none=True)).encode())
             for h in found
         ])
@@ -140,14 +156,14 @@ def cmd_handlers(args: argparse.Namespace) -> int:
             raise CliError(f"handler {args.id!r} is not a once-handler (it fires on every match): "
                            "nothing to arm; add 'once: true' to make it a listener", EXIT_BAD_INPUT)
         # A once-handler is armed by every new version of it: publish the same value again.
-        client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), current[args.id])])
+        client.produce_all(settings.kafka, [(topics.handlers, args.id.encode(), current[args.id])])
         print(f"armed {args.id}")
         return EXIT_OK
     # delete
     if args.id not in current and not args.force:
         raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)",
                        EXIT_BAD_INPUT)
-    client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
+    client.produce_all(settings.kafka, [(topics.handlers, args.id.encode(), None)])
     print(f"deleted {args.id}")
     return EXIT_OK
 
@@ -178,7 +194,7 @@ def cmd_listeners(args: argparse.Namespace) -> int:
     topics = load_topics(settings)
     if args.action == "add":
         h = listener_handler(args)
-        client.produce_all(settings.bootstrap_servers, [
+        client.produce_all(settings.kafka, [
             (topics.handlers, h.id.encode(), json.dumps(h.model_dump(mode="json", exclude_none=True)).encode())])
         print(f"added listener {h.id}")
         return EXIT_OK
@@ -204,7 +220,7 @@ def cmd_listeners(args: argparse.Namespace) -> int:
     if args.id not in webhooks:
         raise CliError(f"no listener {args.id!r} (a handler with a webhook target) on {topics.handlers}",
                        EXIT_BAD_INPUT)
-    client.produce_all(settings.bootstrap_servers, [(topics.handlers, args.id.encode(), None)])
+    client.produce_all(settings.kafka, [(topics.handlers, args.id.encode(), None)])
     print(f"deleted listener {args.id}")
     return EXIT_OK
 
@@ -246,7 +262,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise CliError(f"{where}: {exc}; nothing sent", EXIT_BAD_INPUT) from None
         out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
     headers = [(provenance.CREATOR, args.creator.encode())] if args.creator else None
-    client.produce_all(reachable(settings).bootstrap_servers, out, headers=headers)
+    client.produce_all(reachable(settings).kafka, out, headers=headers)
     print(f"sent {len(out)} event(s) to {topics.events}")
     return EXIT_OK
 
@@ -274,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        f"(give them with --params '{example}', or --allow-missing to run without)", EXIT_BAD_INPUT)
     request_id = f"run-{uuid.uuid4()}"
     event = records.run_request(args.handler_id, params, request_id)
-    client.produce_all(settings.bootstrap_servers, [(topics.events, None, json.dumps(event).encode())])
+    client.produce_all(settings.kafka, [(topics.events, None, json.dumps(event).encode())])
     print(f"requested a run of {args.handler_id} (request {request_id})")
     return EXIT_OK
 
@@ -349,7 +365,7 @@ def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beg
     printer = _TailPrinter(as_json, hold=commands)
     deadline = time.monotonic() + timeout if timeout else None
     # The embedded broker's ListOffsets answer misses the end of a multi-record batch.
-    stream = client.follow(settings.bootstrap_servers, watched, from_beginning, fetched_end=settings.embedded,
+    stream = client.follow(settings.kafka, watched, from_beginning, fetched_end=settings.embedded,
                            on_assigned=_say_start if verbose else None)
     try:
         for msg in stream:
@@ -417,7 +433,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def read_topic(settings: Settings, topic: str) -> list[Message]:
     try:
-        return client.read_to_end(settings.bootstrap_servers, topic)
+        return client.read_to_end(settings.kafka, topic)
     except KafkaException as exc:
         raise CliError(f"cannot read {topic}: {exc}") from None
 
@@ -546,8 +562,28 @@ def cmd_test_match(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------
 
 
+# The connection's flags (Settings fields); no secret has one: passwords and key passwords
+# come from the environment (KAFKA_SASL_PASSWORD, KAFKA_SSL_KEY_PASSWORD) or a file.
+CONNECTION_FLAGS = ("kafka_config", "security_protocol", "sasl_mechanism", "sasl_username", "ssl_ca_location",
+                    "ssl_certificate_location", "ssl_key_location")
+
+
 def add_kafka_options(target: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     target.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    target.add_argument("--kafka-config", type=Path, metavar="FILE",
+                        help="a client.properties file: security.protocol, sasl.*, ssl.*, ... (env KAFKA_CONFIG_FILE)")
+    target.add_argument("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+                        type=str.upper, help="security.protocol (env KAFKA_SECURITY_PROTOCOL)")
+    target.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"],
+                        type=str.upper, help="sasl.mechanism (env KAFKA_SASL_MECHANISM)")
+    target.add_argument("--sasl-username", help="sasl.username (env KAFKA_SASL_USERNAME); the password only from "
+                        "env KAFKA_SASL_PASSWORD, KAFKA_SASL_PASSWORD_FILE or --kafka-config")
+    target.add_argument("--ssl-ca-location", metavar="PEM",
+                        help="CA certificate(s) to trust (env KAFKA_SSL_CA_LOCATION)")
+    target.add_argument("--ssl-certificate-location", metavar="PEM",
+                        help="client certificate, for mutual TLS (env KAFKA_SSL_CERTIFICATE_LOCATION)")
+    target.add_argument("--ssl-key-location", metavar="PEM", help="the client certificate's key "
+                        "(env KAFKA_SSL_KEY_LOCATION; its password from env KAFKA_SSL_KEY_PASSWORD)")
     target.add_argument("--topics-file", type=Path, help="topics.yaml to use (env SIGNALBOX_TOPICS_FILE)")
     target.add_argument("--topic-prefix", help="prefix for every topic name (env SIGNALBOX_TOPIC_PREFIX)")
     target.add_argument("--app-id", help="Faust app id / consumer group (env SIGNALBOX_APP_ID)")
@@ -725,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"signalbox: {exc}", file=sys.stderr)
         return exc.code
+    except ConnectionConfigError as exc:
+        print(f"signalbox: kafka config: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (KafkaException, TimeoutError) as exc:
         print(f"signalbox: kafka: {exc}", file=sys.stderr)
         return EXIT_FAIL

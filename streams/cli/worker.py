@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from faust import Worker
@@ -9,14 +10,19 @@ from faust import Worker
 from streams import jobs
 from streams.contracts import topics as topics_mod
 from streams.engine.agents import build_app
-from streams.kafka import client
+from streams.kafka import aio_check, client
 from streams.runner.service import Runner
 from streams.settings import Settings
 
 
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
                loglevel: str = "info") -> int:
-    problems = topics_mod.check(client.admin(settings.bootstrap_servers), topics)
+    try:  # aiokafka's view of the connection: a TLS or SASL failure is one line, not a retry loop
+        asyncio.run(aio_check.check(settings.kafka))
+    except client.BrokerUnreachable as exc:
+        print(f"signalbox worker: {exc}", file=sys.stderr)
+        return 1
+    problems = topics_mod.check(client.admin(settings.kafka), topics)
     if problems:
         print("signalbox worker: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
         for line in problems:

@@ -79,9 +79,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     if embedded:
         register_tansu_driver()
     settings.datadir.mkdir(parents=True, exist_ok=True)
+    kafka = settings.kafka
     app = faust.App(
         settings.app_id,
-        broker=f"{'tansu' if embedded else 'kafka'}://{settings.bootstrap_servers}",
+        broker=kafka.faust_broker("tansu" if embedded else "kafka"),
+        broker_credentials=kafka.faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.datadir),
         web_enabled=settings.web_port is not None,

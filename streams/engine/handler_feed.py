@@ -41,7 +41,7 @@ class HandlerFeed(Service):
     async def on_start(self) -> None:
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **s.kafka.aiokafka_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
@@ -59,7 +59,7 @@ class HandlerFeed(Service):
         tps = [TopicPartition(self.topics.handlers, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=5)
+        self._producer = AIOKafkaProducer(**s.kafka.aiokafka_kwargs(), linger_ms=5)
         await self._producer.start()
 
     async def on_stop(self) -> None:

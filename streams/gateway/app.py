@@ -28,7 +28,7 @@ def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = AsyncProducer(settings.bootstrap_servers)
+        producer = AsyncProducer(settings.kafka)
         readmodel = ReadModel(settings, gs, topics)
         app.state.producer = producer
         app.state.readmodel = readmodel

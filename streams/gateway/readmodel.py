@@ -103,7 +103,7 @@ class ReadModel:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+            **self.settings.kafka.aiokafka_kwargs(), enable_auto_commit=False,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
         )

@@ -181,7 +181,7 @@ class Subscriber:
     async def start(self) -> None:
         s = self.hub.settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
+            **s.kafka.aiokafka_kwargs(), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms, fetch_max_bytes=8 * 1048576,
         )
         await self._consumer.start()
@@ -248,7 +248,9 @@ class Subscriber:
             # tansu's ListOffsets(LATEST) can be short of the last batch: ask a fetch
             from streams.kafka.faust_driver import fetched_highwaters
 
-            listed = await fetched_highwaters(self.hub.settings.bootstrap_servers, dict(listed))  # type: ignore[arg-type]
+            kafka = self.hub.settings.kafka
+            listed = await fetched_highwaters(kafka.aiokafka_kwargs()["bootstrap_servers"], dict(listed),  # type: ignore[arg-type]
+                                              **kafka.aiokafka_auth())
         return [int(listed[tp]) for tp in self.tps]
 
     async def _resolve(self, since: offsets.Since) -> list[int]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from streams.kafka import client
+from streams.kafka.connection import KafkaConnection
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class ProduceError(Exception):
 
 
 class AsyncProducer:
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = client.producer(bootstrap, acks="all", **{"enable.idempotence": True})
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self._producer = client.producer(kafka, acks="all", **{"enable.idempotence": True})
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="gateway-producer", daemon=True)
         self._thread.start()

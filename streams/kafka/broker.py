@@ -60,12 +60,16 @@ def wait_until_answers(bootstrap: str, timeout: float = 30.0) -> None:
 
 
 class EmbeddedBroker:
-    """A tansu broker bound to 127.0.0.1; use as a context manager or start()/stop()."""
+    """A tansu broker bound to 127.0.0.1; use as a context manager or start()/stop().
 
-    def __init__(self, log_path: Path | str, port: int | None = None) -> None:
+    ``advertised`` (HOST:PORT) is the address the broker gives clients in metadata, when
+    they reach it through something else (the tests' TLS terminator); by default its own."""
+
+    def __init__(self, log_path: Path | str, port: int | None = None, advertised: str | None = None) -> None:
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self.advertised = advertised or self.bootstrap_servers
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
@@ -78,7 +82,7 @@ class EmbeddedBroker:
                     tansu_binary(),
                     "broker",
                     "--listener-url", url,
-                    "--advertised-listener-url", url,
+                    "--advertised-listener-url", f"tcp://{self.advertised}",
                     "--storage-engine", "memory://tansu/",
                 ],
                 stdout=log,

@@ -36,15 +36,19 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         listed = await super()._highwaters(partitions)
         servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
-        return await fetched_highwaters(servers, dict(listed))
+        conf = self.app.conf  # the worker's TLS and SASL settings, as Faust's own consumers get them
+        auth = faust_aiokafka.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)
+        return await fetched_highwaters(servers, dict(listed), **auth)
 
 
-async def fetched_highwaters(servers: Any, listed: dict[TP, int], timeout: float = 10.0) -> dict[TP, int]:
-    """The high watermark of each partition as a fetch reports it (never below ``listed``)."""
+async def fetched_highwaters(servers: Any, listed: dict[TP, int], timeout: float = 10.0,
+                             **auth: Any) -> dict[TP, int]:
+    """The high watermark of each partition as a fetch reports it (never below ``listed``);
+    ``auth``: aiokafka's security_protocol, ssl_context, sasl_* arguments."""
     if not listed:
         return listed
     probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
-                                      fetch_max_wait_ms=EMBEDDED_FETCH_MAX_WAIT_MS)
+                                      fetch_max_wait_ms=EMBEDDED_FETCH_MAX_WAIT_MS, **auth)
     await probe.start()
     try:
         tps = {tp: aiokafka.TopicPartition(tp.topic, tp.partition) for tp in listed}

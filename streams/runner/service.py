@@ -163,7 +163,7 @@ class Runner(Service):
         # Subscribed in the task, not here: start() would otherwise wait for the group join
         # and hold up the services started after this one.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **s.kafka.aiokafka_kwargs(),
             group_id=f"{s.app_id}-runner",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -172,7 +172,7 @@ class Runner(Service):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_poll_interval_ms=3_600_000,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=2)
+        self._producer = AIOKafkaProducer(**s.kafka.aiokafka_kwargs(), acks="all", linger_ms=2)
         await self._producer.start()
         await self._consumer.start()
 
