@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     dedup_retention_seconds: float = 7 * 24 * 3600
     dedup_sweep_interval_seconds: float = 60.0
     runner_concurrency: int = 8
+    # webhook and e-mail deliveries at once per runner, apart from the jobs' slots
+    delivery_concurrency: int = Field(default=64, ge=1)
     # events above these limits are dead-lettered (docs/input-limits.md)
     max_event_bytes: int = Field(default=262_144, ge=2)
     max_event_depth: int = Field(default=100, ge=1, le=500)

@@ -417,11 +417,12 @@ def test_a_target_slower_than_its_timeout_is_retried(stack: Stack, hook_worker: 
 
 def test_a_slow_listener_holds_up_neither_another_listener_nor_a_job(stack: Stack, hook_worker: WorkerProcess,
                                                                       receiver: Receiver) -> None:
-    """One target answers after 12 s (its timeout is 30 s); meanwhile another listener's 5
-    deliveries and a plain job's 5 runs all finish. Counted from outside, on run-results:
-    every fast result is there while the slow delivery has no result yet."""
-    slow_delay, fast_count = 12.0, 5
-    slow_receiver = Receiver(answers=[(200, {}, slow_delay)])
+    """One target answers after 12 s (its timeout is 30 s) and gets a burst of 10 deliveries,
+    more than a runner has job slots (8); meanwhile another listener's 5 deliveries and a
+    plain job's 5 runs all finish. Counted from outside, on run-results: every fast result
+    is there while no slow delivery has a result yet."""
+    slow_delay, fast_count, burst = 12.0, 5, 10
+    slow_receiver = Receiver(answers=[(200, {}, slow_delay)] * burst)
     results = stack.reader(stack.topics.run_results)
     try:
         slow_kind, fast_kind, job_kind = unique("slowpoke"), unique("quick"), unique("plain")
@@ -432,8 +433,9 @@ def test_a_slow_listener_holds_up_neither_another_listener_nor_a_job(stack: Stac
         plain = {"id": job_kind, "job": "tick7", "event": {"match": {"type": job_kind}}}
         for h in (slow, fast, plain):
             stack.apply_handler(h)
-        stack.send_event({"id": unique("e"), "type": slow_kind})
-        [arrived] = slow_receiver.wait_for("/slowpoke")
+        for _ in range(burst):
+            stack.send_event({"id": unique("e"), "type": slow_kind})
+        arrived = min(slow_receiver.wait_for("/slowpoke", count=burst), key=lambda r: r.at)
         p = stack.producer()
         for i in range(fast_count):
             p.produce(stack.topics.events, json.dumps({"id": unique("e"), "type": fast_kind, "n": i}).encode(), b"f")
@@ -453,11 +455,12 @@ def test_a_slow_listener_holds_up_neither_another_listener_nor_a_job(stack: Stac
                                                                       + [plain["id"]] * fast_count)
         assert all(result(m)["status"] == "succeeded" for m in done), [result(m)["error"] for m in done]
         assert len(receiver.wait_for("/quick", count=fast_count)) == fast_count
-        # and the slow one finishes too, once, delivered
-        [slowest] = results.wait_for(lambda m: result(m)["handler_id"] == slow["id"], timeout=60)
-        assert result(slowest)["status"] == "succeeded"
-        assert json.loads(result(slowest)["final_state_json"])["delivery"]["ms"] >= slow_delay * 1000 - 500
-        assert len(slow_receiver.received) == 1
+        # and the slow ones finish too, each once, delivered
+        slowest = results.wait_for(lambda m: result(m)["handler_id"] == slow["id"], count=burst, timeout=60)
+        assert all(result(m)["status"] == "succeeded" for m in slowest)
+        assert all(json.loads(result(m)["final_state_json"])["delivery"]["ms"] >= slow_delay * 1000 - 500
+                   for m in slowest)
+        assert len(slow_receiver.received) == burst
     finally:
         results.close()
         slow_receiver.close()

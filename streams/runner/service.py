@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.1  # offsets of finished commands are committed at most this often
 DELIVERY_JOB_PREFIXES = ("webhook.", "email.")  # runs of webhook and email handlers
+DELIVERY_KEYS = tuple(p.encode() for p in DELIVERY_JOB_PREFIXES)  # the same, as record keys
 
 
 def now_ms() -> int:
@@ -199,21 +200,37 @@ class Runner(Service):
         below the oldest command whose result is not yet acknowledged."""
         assert self._consumer is not None
         self._consumer.subscribe([self.topics.job_commands])
-        slots = asyncio.Semaphore(self.settings.runner_concurrency)
+        s = self.settings
+        job_slots = asyncio.Semaphore(s.runner_concurrency)
+        # deliveries wait on the network, not the CPU: a pool of their own, so a slow
+        # receiver holds webhook/e-mail slots only, never the jobs' (and the reverse)
+        delivery_slots = asyncio.Semaphore(s.delivery_concurrency)
+        # commands read ahead of a free slot, bounded
+        admitted = asyncio.Semaphore(2 * (s.runner_concurrency + s.delivery_concurrency))
         pending = self._pending
         last_commit = time.monotonic()
         while not self.should_stop:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.settings.runner_concurrency)
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=s.runner_concurrency)
             for tp, fetched in batches.items():
                 for record in fetched:
-                    await slots.acquire()
-                    task = asyncio.create_task(self._run_one(record.value, record.offset, tp, slots))
+                    await admitted.acquire()
+                    # commands are keyed by job: the key says which pool without decoding
+                    slots = delivery_slots if (record.key or b"").startswith(DELIVERY_KEYS) else job_slots
+                    task = asyncio.create_task(self._run_one(record.value, record.offset, tp, slots, admitted))
                     pending.setdefault(tp, deque()).append((record.offset, task))
             if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                 await self._commit_finished(pending)
                 last_commit = time.monotonic()
 
-    async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore) -> None:
+    async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore,
+                       admitted: asyncio.Semaphore) -> None:
+        try:
+            await slots.acquire()
+            await self._run_in_slot(value, offset, tp, slots)
+        finally:
+            admitted.release()
+
+    async def _run_in_slot(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore) -> None:
         """Run one command in a slot; the slot is free again once the job has returned,
         while the result is still on its way to the broker (the slots bound running jobs,
         not network round trips; the offset is committed only after the acknowledgement)."""
