@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from streams.kafka import aio_check, client
 from streams.kafka.broker import BrokerError, EmbeddedBroker, free_port
 from streams.kafka.connection import KafkaConnection
-from tests.conftest import BrokerInfo, Stack
+from tests.conftest import BrokerInfo, GatewayProcess, Stack
 from tests.tls_proxy import TLSProxy
 
 pytestmark = pytest.mark.broker
@@ -135,6 +136,38 @@ def test_cli_and_worker_through_tls(stack: Stack, tls: Tls, tmp_path: Path):
     assert json.loads(result["final_state_json"]) == {"runs": 1, "seen": [{"n": 7}]}
     assert tls.proxy.handshakes > 3  # CLI, worker (Faust, runner, handler feed): all through TLS
     assert KEY_PASSWORD not in worker.log_text()
+
+
+def test_gateway_through_tls(stack: Stack, tls: Tls) -> None:
+    """The gateway's clients (its producer, its read model's consumer, a live subscription's
+    consumer) connect through TLS; without the CA it stops at start with one line."""
+    import httpx
+
+    secret = "tls-gateway-secret-0123456789abcdef"
+    gateway = GatewayProcess(stack, "tls-gateway", {"SIGNALBOX_GATEWAY_JWT_SECRET": secret})
+    before = tls.proxy.handshakes
+    try:
+        gateway.start()
+        assert tls.proxy.handshakes > before  # its producer and read model connected through the proxy
+        now = int(time.time())
+        token = jwt.encode({"sub": "ada", "scope": "events:write runs:read", "exp": now + 300}, secret,
+                           algorithm="HS256")
+        headers = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(f"{gateway.url}/events", json={"id": "tls-gw-1", "type": "tls-gw"}, headers=headers, timeout=30)
+        assert r.status_code == 202, r.text
+        end = time.monotonic() + 30
+        events: list[dict[str, object]] = []
+        while time.monotonic() < end and not events:  # the read model consumed it back, through TLS
+            events = httpx.get(f"{gateway.url}/events", params={"id": "tls-gw-1"}, headers=headers, timeout=10).json()
+            time.sleep(0.2)
+        assert events and events[0]["creator"] == "ada", events
+        assert KEY_PASSWORD not in gateway.log.read_text()
+    finally:
+        gateway.stop()
+    started = time.monotonic()
+    no_ca = _cli(stack, "gateway", "--port", "1", drop=("KAFKA_SSL_CA_LOCATION",))
+    assert no_ca.returncode == 1, no_ca.stderr
+    assert "certificate" in _one_line_failure(no_ca, time.monotonic() - started).lower()
 
 
 def _one_line_failure(run: subprocess.CompletedProcess[str], took: float) -> str:
