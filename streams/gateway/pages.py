@@ -445,6 +445,10 @@ async def events_page(request: Request, id: str | None = None, handler: str | No
             why = {"fires": False, "reasons": [f"no valid handler {handler!r}"], "params": None}
         else:
             why = explain(value, event["event"], headers)
+            # the read model keeps the creator header of an event, not emitted_by_job
+            why["reasons"] = [r if not r.startswith("emitted_by") else
+                              "emitted_by: the read model does not keep the event's emitted_by_job header, so this "
+                              "part cannot be judged here" for r in why["reasons"]]
     return _page(request, "event.html", who, event=event, firing=firing, triggered=triggered, error=error,
                  handler_ids=[v["id"] for v in valid], chosen=handler, why=why)
 
