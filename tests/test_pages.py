@@ -282,9 +282,16 @@ def test_dead_letters_redacted_and_replayed(env: Env) -> None:
                                               ("truncated_from", b"2000000")])
     env.handler({"id": "h-g", "job": "explode", "event": {"match": {"type": "never"}}})
     page = env.client.get("/ui/dead-letters").text
+    assert page.count("Replay</button>") == 3 and page.count("not replayable") == 1
+    # an undecodable triggers record cannot be replayed (it would only be dead-lettered again)
+    env.apply(t.dead_letter, b"\x00garbage", None, [("reason", b"undecodable triggers record"),
+                                                   ("source_topic", t.triggers.encode()), ("source_partition", b"2")])
+    page = env.client.get("/ui/dead-letters").text
+    assert page.count("not replayable") == 2 and "not JSON: not shown" in page
+    assert env.client.post(f"/ui/dead-letters/{env.rm.dead_letters()[0]['seq']}/replay", headers=HX).status_code == 409
     assert "sk-very-secret" not in page and "[redacted]" in page and "event cannot be matched" in page
     assert page.count("Replay</button>") == 3 and "not replayable" in page
-    seqs = [d["seq"] for d in env.rm.dead_letters()]  # newest first
+    seqs = [d["seq"] for d in env.rm.dead_letters()][1:]  # newest first, the garbage one left out
     assert env.client.post(f"/ui/dead-letters/{seqs[0]}/replay", headers=HX).status_code == 409
     r = env.client.post(f"/ui/dead-letters/{seqs[3]}/replay", headers=HX)
     assert r.status_code == 200 and env.producer.sent[-1].topic == t.events and env.producer.sent[-1].value == event

@@ -479,7 +479,13 @@ def replay_plan(request: Request, dead: dict[str, Any]) -> tuple[str, str]:
     if dead["source_topic"] == topics.events:
         return "event", "the event goes back onto the events topic"
     if dead["source_topic"] == topics.triggers:
-        return "trigger", "the trigger goes back onto its partition of the triggers topic"
+        try:
+            doc = json.loads(dead["value"] or b"")
+        except ValueError:
+            doc = None
+        if (isinstance(doc, list) and dead["source_partition"] is not None) or (isinstance(doc, dict) and "job" in doc):
+            return "trigger", "the trigger goes back onto its partition of the triggers topic"
+        raise HTTPException(409, "the triggers record is not JSON (a list of triggers, or one): it cannot be replayed")
     raise HTTPException(409, f"a record of {dead['source_topic'] or 'an unknown topic'!r} cannot be replayed "
                              "from the dashboard")
 
@@ -525,10 +531,13 @@ async def replay(request: Request, seq: int) -> Response:
         key = dead["key"].encode() if dead["key"] is not None else None
         if kind == "event":
             record = Record(topics.events, key, dead["value"])
-        else:  # a triggers record is a JSON list of one job partition's triggers
-            trigger = json.loads(dead["value"])
-            record = Record(topics.triggers, None, b"[" + dead["value"] + b"]",
-                            partition=job_partition(trigger["job"], topics.job_partitions))
+        else:  # a triggers record is a JSON list of one job partition's triggers; one trigger is dead-lettered alone
+            doc = json.loads(dead["value"])
+            if isinstance(doc, dict) and isinstance(doc.get("job"), str):
+                record = Record(topics.triggers, None, b"[" + dead["value"] + b"]",
+                                partition=job_partition(doc["job"], topics.job_partitions))
+            else:
+                record = Record(topics.triggers, None, dead["value"], partition=dead["source_partition"])
         topic = record.topic
         try:
             await request.app.state.producer.send_all([record])
