@@ -102,11 +102,11 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 def run_row(env: Env, run_id: str, job: str, handler: str, status: str, created: int, event: str = "{}",
-            params: str = "{}") -> None:
+            params: str = "{}", ref: str | None = None) -> None:
     env.rm.db.execute(
         "INSERT INTO runs (run_id, job, handler_id, trigger_kind, trigger_ref, params_json, event_json, created_at, "
         "status, rank, attempt, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (run_id, job, handler, "event", f"event:{run_id}", params, event, created, status, 0, 1, created))
+        (run_id, job, handler, "event", ref or f"event:{run_id}", params, event, created, status, 0, 1, created))
 
 
 def test_sign_in_is_needed_and_checked(env: Env) -> None:
@@ -254,6 +254,11 @@ def test_events_page_explains(env: Env) -> None:
     env.apply(env.topics.events, b'{"id": "ev-1", "type": "deposit", "format": "aip"}', b"k",
               [("creator", b"ada")])
     assert "ev-1" in env.client.get("/ui/events").text
+    event = '{"id": "ev-1", "type": "deposit"}'
+    run_row(env, "run-of-ev-1", "count", "h-yes", "succeeded", 1_700_000_000_000, event=event, ref="id:ev-1")
+    run_row(env, "run-of-ev-10", "count", "h-yes", "succeeded", 1_700_000_000_001, event=event, ref="id:ev-10")
+    started = env.client.get("/ui/events", params={"id": "ev-1"}).text.split("Runs it started")[1]
+    assert "run-of-ev-1" in started and "run-of-ev-10" not in started
     text = env.client.get("/ui/events", params={"id": "ev-1", "handler": "h-no"}).text
     assert "h-yes" in text.split("Handlers that fire for it now")[1].split("Why (not)?")[0]
     why = text.split('id="why"')[1]

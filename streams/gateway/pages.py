@@ -437,7 +437,7 @@ async def events_page(request: Request, id: str | None = None, handler: str | No
     except handlers.InvalidHandler as exc:
         error = str(exc)
     triggered = [r for r in rm.runs(limit=200, text=id).runs
-                 if r["trigger_kind"] == "event" and id in (r["trigger_ref"] or "")]
+                 if r["trigger_kind"] == "event" and r["trigger_ref"] == f"id:{id}"]
     why = None
     if handler:
         value = next((v for v in valid if v.get("id") == handler), None)
