@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: dev test lint bench install
+.PHONY: dev test lint bench install browser
 
 $(BIN)/signalbox: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ dev: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# Debian's chromium for the dashboard's browser tests, where missing and apt can (else they skip)
+browser:
+	.ci/install-browser
+
+test: install lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -20,7 +20,7 @@ from streams.settings import Settings
 
 
 def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
-    from streams.gateway import api, ingest, subscriptions
+    from streams.gateway import api, ingest, pages, subscriptions
     from streams.gateway.readmodel import ReadModel
     from streams.kafka.async_producer import AsyncProducer
 
@@ -52,5 +52,6 @@ def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(api.router)
     app.include_router(subscriptions.router)
+    pages.mount(app)  # the dashboard: /ui, its static files, / redirects there
     subscriptions.hub_of(app)  # a bad exchanges file stops the gateway at start, not at the first connection
     return app

@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, partition INTEGER, offset INTEGER, id TEXT, type TEXT,
     creator TEXT, ts INTEGER, value TEXT);
 CREATE INDEX IF NOT EXISTS events_by_id ON events (id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, partition INTEGER, offset INTEGER, ts INTEGER, reason TEXT,
+    source_topic TEXT, source_partition INTEGER, source_offset INTEGER, key BLOB, headers_json TEXT,
+    value BLOB, value_bytes INTEGER, truncated_from INTEGER, replayed_at INTEGER, replayed_as TEXT);
 """
 
 # how a run's status moves: a later attempt beats an earlier one, a final status beats all
@@ -61,6 +65,8 @@ STATUSES = ("queued", "running", "retrying", "succeeded", "failed", "timed_out",
 FROM_NEW_STATUS = {"started": "running", "retrying": "retrying", "finished": "succeeded", "failed": "failed",
                    "timed_out": "timed_out"}
 EVENTS_KEPT = 10_000
+DEAD_LETTERS_KEPT = 10_000
+DEAD_LETTER_SOURCE_HEADERS = ("reason", "source_topic", "source_partition", "source_offset", "truncated_from")
 
 
 def _rank(status: str, attempt: int) -> int:
@@ -181,6 +187,8 @@ class ReadModel:
                 self.db.execute("INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
                                 (tp.topic, tp.partition, msgs[-1].offset + 1))
             self.db.execute(f"DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - {EVENTS_KEPT}")
+            self.db.execute("DELETE FROM dead_letters WHERE seq <= (SELECT MAX(seq) FROM dead_letters) - "
+                            f"{DEAD_LETTERS_KEPT}")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -287,6 +295,13 @@ class ReadModel:
     def _dead_letter(self, msg: ConsumerRecord[bytes, bytes], ts: int) -> tuple[str, dict[str, Any]] | None:
         headers = provenance.header_map(msg.headers)
         run_id, job = headers.get("run_id"), headers.get("job")
+        self.db.execute(
+            "INSERT INTO dead_letters (partition, offset, ts, reason, source_topic, source_partition, source_offset, "
+            "key, headers_json, value, value_bytes, truncated_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (msg.partition, msg.offset, ts, headers.get("reason", ""), headers.get("source_topic"),
+             _int(headers.get("source_partition")), _int(headers.get("source_offset")), msg.key,
+             json.dumps({k: v for k, v in headers.items() if k not in DEAD_LETTER_SOURCE_HEADERS}),
+             msg.value, len(msg.value or b""), _int(headers.get("truncated_from"))))
         if run_id and job:
             self._set_status(run_id, job, headers.get("handler_id", ""), "dead_lettered", 0, ts,
                              dead_letter_reason=headers.get("reason", ""))
@@ -425,6 +440,39 @@ class ReadModel:
         rows = self.db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*args, limit])
         return [{"id": r["id"], "type": r["type"], "creator": r["creator"], "partition": r["partition"],
                  "offset": r["offset"], "time": r["ts"], "event": json.loads(r["value"])} for r in rows]
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest dead letters, newest first (values as stored: show them redacted only)."""
+        return [_dead_row(r) for r in self.db.execute("SELECT * FROM dead_letters ORDER BY seq DESC LIMIT ?",
+                                                      (limit,))]
+
+    def dead_letter(self, seq: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM dead_letters WHERE seq = ?", (seq,)).fetchone()
+        return _dead_row(row) if row else None
+
+    def mark_replayed(self, seq: int, ts: int, replayed_as: str) -> None:
+        self.db.execute("UPDATE dead_letters SET replayed_at = ?, replayed_as = ? WHERE seq = ?",
+                        (ts, replayed_as, seq))
+
+    def last_fired(self) -> dict[str, int]:
+        """handler id -> created_at of its newest run."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT handler_id, MAX(created_at) FROM runs GROUP BY handler_id")}
+
+    def last_run_of_jobs(self) -> dict[str, dict[str, Any]]:
+        """job -> its newest run (run_id, status, created_at)."""
+        rows = self.db.execute("SELECT job, run_id, status, MAX(created_at) AS created_at FROM runs GROUP BY job")
+        return {r["job"]: {"run_id": r["run_id"], "status": r["status"], "created_at": r["created_at"]} for r in rows}
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
+def _dead_row(r: sqlite3.Row) -> dict[str, Any]:
+    out = dict(r)
+    out["headers"] = json.loads(out.pop("headers_json") or "{}")
+    out["key"] = out["key"].decode("utf-8", "replace") if out["key"] is not None else None
+    return out
 
 
 def _run_row(r: dict[str, Any], full: bool = False) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None  # None: the producer's partitioner (by key)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,9 @@ class AsyncProducer:
 
             while True:
                 try:
+                    where = {} if record.partition is None else {"partition": record.partition}
                     self._producer.produce(record.topic, key=record.key, value=record.value,
-                                           headers=record.headers, on_delivery=report)
+                                           headers=record.headers, on_delivery=report, **where)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain
                     await asyncio.sleep(0.01)

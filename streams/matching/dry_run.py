@@ -27,7 +27,7 @@ from streams.matching.index import Index, compile, filter_passes
 from streams.model import jsonvalue
 from streams.model.handlers import EventTrigger, Handler, InvalidHandler, parse_handler
 
-__all__ = ["evaluate_line", "firing_handlers", "main"]
+__all__ = ["evaluate_line", "explain", "firing_handlers", "main"]
 
 
 def _result(matched: bool, params: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
@@ -119,3 +119,109 @@ def firing_handlers(handlers: list[dict[str, Any]], event: dict[str, Any]) -> li
     handlers never fire."""
     index: Index = compile(parse_handler(h) if isinstance(h, dict) else h for h in handlers)
     return [{"id": m.handler.id, "job": m.handler.job, "params": m.params} for m in index.match(event)]
+
+
+# -- why (not): the explain of one handler against one event ------------------------------------
+
+
+def _jsonb_failure(event: Any, pattern: Any, path: str) -> str | None:
+    """Where ``event @> pattern`` fails first, as a sentence naming the path; None when it holds."""
+    from streams.filters.jsonb import contains
+
+    if contains(event, pattern):
+        return None
+    if isinstance(pattern, dict) and isinstance(event, dict):
+        for key, sub in pattern.items():
+            where = f"{path}.{key}" if path else key
+            if key not in event:
+                return f"{where}: the event has no such field (wanted {jsonvalue.dumps(sub)})"
+            found = _jsonb_failure(event[key], sub, where)
+            if found is not None:
+                return found
+    return f"{path or '(the event)'}: is {jsonvalue.dumps(event)}, wanted it to contain {jsonvalue.dumps(pattern)}"
+
+
+def _pattern_leaves(pattern: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """The fields of an EventBridge pattern, each as (path, rule); ``$or`` is one leaf."""
+    out: list[tuple[tuple[str, ...], Any]] = []
+    for key, rule in pattern.items():
+        if isinstance(rule, dict) and not key.startswith("$"):
+            out += _pattern_leaves(rule, (*path, key))
+        else:
+            out.append(((*path, key), rule))
+    return out
+
+
+def _nest(path: tuple[str, ...], rule: Any) -> dict[str, Any]:
+    doc: Any = rule
+    for key in reversed(path):
+        doc = {key: doc}
+    return doc  # type: ignore[no-any-return]
+
+
+def _pattern_failures(pattern: dict[str, Any], event: dict[str, Any]) -> list[str]:
+    """The pattern's fields that the event fails, each checked alone."""
+    failures = []
+    for path, rule in _pattern_leaves(pattern):
+        part = EventTrigger.model_validate({"pattern": _nest(path, rule)})
+        one = Handler.model_construct(id="explain", job="explain", enabled=True, event=part, params={})
+        if not filter_passes(one, event):
+            name = ".".join(path)
+            value: Any = event
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            shown = "absent" if value is None else jsonvalue.dumps(value)
+            failures.append(f"pattern field {name}: the event's value is {shown}, the rule is {jsonvalue.dumps(rule)}")
+    return failures or ["pattern: no single field fails, but the fields together do not (an $or or array rule)"]
+
+
+def explain(handler: Handler | dict[str, Any], event: dict[str, Any],
+            headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Why ``handler`` fires, or not, for ``event`` with these Kafka ``headers``:
+    ``{"fires": bool, "params": {...} or None, "reasons": [...]}``. Each reason names the
+    part that failed: disabled, no event trigger, a match key (its path), the exclude
+    filter, a pattern field, the creator or emitted_by constraint, a missing param. A once
+    handler also needs to be armed, which only the workers know: the answer says so."""
+    from streams.model import provenance
+
+    h = parse_handler(handler) if isinstance(handler, dict) else handler
+    headers = headers or {}
+    reasons: list[str] = []
+    if not h.enabled:
+        reasons.append("disabled: a disabled handler never fires")
+    trigger = h.event
+    if trigger is None:
+        kind = "cron" if h.cron is not None else "after" if h.after is not None else "no"
+        reasons.append(f"no event trigger: a {kind} handler does not match events")
+        return {"fires": False, "params": None, "reasons": reasons}
+    if trigger.match:
+        failure = _jsonb_failure(event, trigger.match, "")
+        if failure is not None:
+            reasons.append(f"match {failure}")
+    if trigger.exclude is not None:
+        from streams.filters.jsonb import contains
+
+        if contains(event, trigger.exclude):
+            reasons.append(f"exclude: the event contains {jsonvalue.dumps(trigger.exclude)}, which excludes it")
+    if trigger.pattern is not None:
+        probe = Handler.model_construct(id="explain", job="explain", enabled=True,
+                                        event=EventTrigger.model_validate({"pattern": trigger.pattern}), params={})
+        if not filter_passes(probe, event):
+            reasons += _pattern_failures(trigger.pattern, event)
+    if trigger.creator is not None and headers.get(provenance.CREATOR) != trigger.creator:
+        reasons.append(f"creator: the event's creator header is {headers.get(provenance.CREATOR)!r}, "
+                       f"the handler wants {trigger.creator!r}")
+    if trigger.emitted_by is not None and headers.get(provenance.EMITTED_BY_JOB) != trigger.emitted_by:
+        reasons.append(f"emitted_by: the event was emitted by {headers.get(provenance.EMITTED_BY_JOB)!r}, "
+                       f"the handler wants a run of job {trigger.emitted_by!r}")
+    params = None
+    if not reasons:
+        enabled = h.model_copy(update={"enabled": True})
+        matches = compile([enabled]).match(event)
+        if matches:
+            params = matches[0].params
+        else:
+            reasons.append("params: the filter passes but the handler's params cannot be taken from the event")
+    if not reasons and h.once:
+        return {"fires": True, "params": params, "reasons": ["once: fires only while armed (the workers keep that)"]}
+    return {"fires": not reasons, "params": params, "reasons": reasons}
