@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.model import jsonvalue
 from streams.model.state_rules import StateLimits
-
-if TYPE_CHECKING:
-    from streams.kafka.connection import KafkaConnection
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -27,6 +24,10 @@ def default_topics_file() -> Path:
         if candidate.is_file():
             return candidate
     return Path("topics.yaml")
+
+
+class ConnectionConfigError(ValueError):
+    """The Kafka connection settings contradict each other, or a file they name is unreadable."""
 
 
 class Settings(BaseSettings):
@@ -97,8 +98,6 @@ class Settings(BaseSettings):
         """The connection properties set by the environment or flags, by Kafka's names."""
         password = self.sasl_password.get_secret_value() if self.sasl_password is not None else None
         if self.sasl_password_file is not None:
-            from streams.kafka.connection import ConnectionConfigError
-
             try:
                 password = self.sasl_password_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
@@ -115,13 +114,6 @@ class Settings(BaseSettings):
             "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
         }
         return {k: v for k, v in props.items() if v}
-
-    @property
-    def kafka(self) -> KafkaConnection:
-        """How to connect (bootstrap servers, TLS, SASL): what every Kafka client is given."""
-        from streams.kafka.connection import KafkaConnection
-
-        return KafkaConnection.from_settings(self)
 
     @property
     def state_limits(self) -> StateLimits:

@@ -30,6 +30,7 @@ from streams.kafka.connection import (
     KafkaConnection,
     OidcTokenProvider,
     connection_env_names,
+    kafka_of,
     load_properties,
 )
 from streams.settings import Settings
@@ -202,7 +203,7 @@ def test_client_properties_file(tmp_path: Path):
         "client.dns.lookup=use_all_dns_ips\n"
         "session.timeout.ms=45000\n")
     assert load_properties(path)["sasl.mechanisms"] == "PLAIN"
-    conn = Settings(kafka_config=path).kafka
+    conn = kafka_of(Settings(kafka_config=path))
     assert conn.bootstrap_servers == "pkc-123.eu-west-1.aws.confluent.cloud:9092"
     assert conn.librdkafka_config() == {
         "bootstrap.servers": "pkc-123.eu-west-1.aws.confluent.cloud:9092", "security.protocol": "SASL_SSL",
@@ -219,16 +220,16 @@ def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "from-env")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", PASSWORD)
-    conn = Settings(sasl_username="from-flag").kafka
+    conn = kafka_of(Settings(sasl_username="from-flag"))
     assert conn.bootstrap_servers == "file:9092"  # not set elsewhere: the file's
     assert (conn.mechanism, conn.properties["sasl.username"], conn.properties["sasl.password"]) == (
         "SCRAM-SHA-512", "from-flag", PASSWORD)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "env:9092")
-    assert Settings().kafka.bootstrap_servers == "env:9092"
+    assert kafka_of(Settings()).bootstrap_servers == "env:9092"
     secret_file = tmp_path / "password"
     secret_file.write_text(f"{PASSWORD}-from-file\n")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD_FILE", str(secret_file))
-    assert Settings().kafka.properties["sasl.password"] == f"{PASSWORD}-from-file"
+    assert kafka_of(Settings()).properties["sasl.password"] == f"{PASSWORD}-from-file"
     assert PASSWORD not in repr(Settings())
 
 

@@ -21,7 +21,7 @@ from streams.cli.formatting import describe_trigger, format_command, format_resu
 from streams.contracts import avro, listeners, problem_records, records
 from streams.contracts import topics as topics_mod
 from streams.kafka import client
-from streams.kafka.connection import ConnectionConfigError, KafkaConnection
+from streams.kafka.connection import ConnectionConfigError, KafkaConnection, kafka_of
 from streams.matching.handler_set import cycles_with
 from streams.model import handlers, jsonvalue, provenance
 from streams.model.handler_files import load_handlers
@@ -50,7 +50,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def connection(settings: Settings) -> KafkaConnection:
     """The settings' Kafka connection; contradictory settings are bad input (exit 2)."""
     try:
-        return settings.kafka
+        return kafka_of(settings)
     except ConnectionConfigError as exc:
         raise CliError(f"kafka config: {exc}", EXIT_BAD_INPUT) from None
 
@@ -78,7 +78,7 @@ def load_topics(settings: Settings) -> topics_mod.Topics:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return client.admin(settings.kafka)
+    return client.admin(kafka_of(settings))
 
 
 # -- topics ---------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def current_handlers(settings: Settings, topics: topics_mod.Topics) -> dict[str, bytes]:
-    latest = client.latest_by_key(client.read_to_end(settings.kafka, topics.handlers))
+    latest = client.latest_by_key(client.read_to_end(kafka_of(settings), topics.handlers))
     return {k.decode(): v for k, v in latest.items() if v is not None}
 
 
@@ -125,7 +125,7 @@ def cmd_handlers(args: argparse.Namespace) -> int:
         if errors and not args.skip_invalid:
             print("nothing applied (use --skip-invalid to apply the valid ones)", file=sys.stderr)
             return EXIT_BAD_INPUT
-        client.produce_all(settings.kafka, [
+        client.produce_all(kafka_of(settings), [
             (topics.handlers, h.id.encode(), json.dumps(h.model_dump(mode="json", exclude_none=True)).encode())
             for h in found
         ])
@@ -156,14 +156,14 @@ def cmd_handlers(args: argparse.Namespace) -> int:
             raise CliError(f"handler {args.id!r} is not a once-handler (it fires on every match): "
                            "nothing to arm; add 'once: true' to make it a listener", EXIT_BAD_INPUT)
         # A once-handler is armed by every new version of it: publish the same value again.
-        client.produce_all(settings.kafka, [(topics.handlers, args.id.encode(), current[args.id])])
+        client.produce_all(kafka_of(settings), [(topics.handlers, args.id.encode(), current[args.id])])
         print(f"armed {args.id}")
         return EXIT_OK
     # delete
     if args.id not in current and not args.force:
         raise CliError(f"no handler {args.id!r} on {topics.handlers} (use --force to send the tombstone anyway)",
                        EXIT_BAD_INPUT)
-    client.produce_all(settings.kafka, [(topics.handlers, args.id.encode(), None)])
+    client.produce_all(kafka_of(settings), [(topics.handlers, args.id.encode(), None)])
     print(f"deleted {args.id}")
     return EXIT_OK
 
@@ -194,7 +194,7 @@ def cmd_listeners(args: argparse.Namespace) -> int:
     topics = load_topics(settings)
     if args.action == "add":
         h = listener_handler(args)
-        client.produce_all(settings.kafka, [
+        client.produce_all(kafka_of(settings), [
             (topics.handlers, h.id.encode(), json.dumps(h.model_dump(mode="json", exclude_none=True)).encode())])
         print(f"added listener {h.id}")
         return EXIT_OK
@@ -220,7 +220,7 @@ def cmd_listeners(args: argparse.Namespace) -> int:
     if args.id not in webhooks:
         raise CliError(f"no listener {args.id!r} (a handler with a webhook target) on {topics.handlers}",
                        EXIT_BAD_INPUT)
-    client.produce_all(settings.kafka, [(topics.handlers, args.id.encode(), None)])
+    client.produce_all(kafka_of(settings), [(topics.handlers, args.id.encode(), None)])
     print(f"deleted listener {args.id}")
     return EXIT_OK
 
@@ -262,7 +262,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise CliError(f"{where}: {exc}; nothing sent", EXIT_BAD_INPUT) from None
         out.append((topics.events, args.key.encode() if args.key else None, text.strip().encode()))
     headers = [(provenance.CREATOR, args.creator.encode())] if args.creator else None
-    client.produce_all(reachable(settings).kafka, out, headers=headers)
+    client.produce_all(kafka_of(reachable(settings)), out, headers=headers)
     print(f"sent {len(out)} event(s) to {topics.events}")
     return EXIT_OK
 
@@ -290,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        f"(give them with --params '{example}', or --allow-missing to run without)", EXIT_BAD_INPUT)
     request_id = f"run-{uuid.uuid4()}"
     event = records.run_request(args.handler_id, params, request_id)
-    client.produce_all(settings.kafka, [(topics.events, None, json.dumps(event).encode())])
+    client.produce_all(kafka_of(settings), [(topics.events, None, json.dumps(event).encode())])
     print(f"requested a run of {args.handler_id} (request {request_id})")
     return EXIT_OK
 
@@ -365,7 +365,7 @@ def tail(settings: Settings, topics: topics_mod.Topics, commands: bool, from_beg
     printer = _TailPrinter(as_json, hold=commands)
     deadline = time.monotonic() + timeout if timeout else None
     # The embedded broker's ListOffsets answer misses the end of a multi-record batch.
-    stream = client.follow(settings.kafka, watched, from_beginning, fetched_end=settings.embedded,
+    stream = client.follow(kafka_of(settings), watched, from_beginning, fetched_end=settings.embedded,
                            on_assigned=_say_start if verbose else None)
     try:
         for msg in stream:
@@ -433,7 +433,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def read_topic(settings: Settings, topic: str) -> list[Message]:
     try:
-        return client.read_to_end(settings.kafka, topic)
+        return client.read_to_end(kafka_of(settings), topic)
     except KafkaException as exc:
         raise CliError(f"cannot read {topic}: {exc}") from None
 

@@ -11,6 +11,7 @@ from streams import jobs
 from streams.contracts import topics as topics_mod
 from streams.engine.agents import build_app
 from streams.kafka import aio_check, client
+from streams.kafka.connection import kafka_of
 from streams.runner.service import Runner
 from streams.settings import Settings
 
@@ -18,11 +19,11 @@ from streams.settings import Settings
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
                loglevel: str = "info") -> int:
     try:  # aiokafka's view of the connection: a TLS or SASL failure is one line, not a retry loop
-        asyncio.run(aio_check.check(settings.kafka))
+        asyncio.run(aio_check.check(kafka_of(settings)))
     except client.BrokerUnreachable as exc:
         print(f"signalbox worker: {exc}", file=sys.stderr)
         return 1
-    problems = topics_mod.check(client.admin(settings.kafka), topics)
+    problems = topics_mod.check(client.admin(kafka_of(settings)), topics)
     if problems:
         print("signalbox worker: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
         for line in problems:

@@ -38,6 +38,7 @@ from streams.engine.dedup import RunDedup
 from streams.engine.handler_feed import HandlerFeed
 from streams.engine.overlay import Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
+from streams.kafka.connection import kafka_of
 from streams.kafka.faust_driver import register as register_tansu_driver
 from streams.matching.handler_set import Applied, HandlerSet
 from streams.matching.match import extract_params
@@ -79,7 +80,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     if embedded:
         register_tansu_driver()
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    kafka = settings.kafka
+    kafka = kafka_of(settings)
     app = faust.App(
         settings.app_id,
         broker=kafka.faust_broker("tansu" if embedded else "kafka"),

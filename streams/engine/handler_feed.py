@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
 from streams.contracts.topics import Topics
+from streams.kafka.connection import kafka_of
 from streams.matching.handler_set import HandlerSet
 from streams.model.handlers import InvalidHandler, parse_handler
 from streams.settings import Settings
@@ -41,7 +42,7 @@ class HandlerFeed(Service):
     async def on_start(self) -> None:
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            **s.kafka.aiokafka_kwargs(),
+            **kafka_of(s).aiokafka_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
@@ -59,7 +60,7 @@ class HandlerFeed(Service):
         tps = [TopicPartition(self.topics.handlers, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
-        self._producer = AIOKafkaProducer(**s.kafka.aiokafka_kwargs(), linger_ms=5)
+        self._producer = AIOKafkaProducer(**kafka_of(s).aiokafka_kwargs(), linger_ms=5)
         await self._producer.start()
 
     async def on_stop(self) -> None:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from streams.contracts import topics as topics_mod
 from streams.gateway.auth import Authenticator
 from streams.gateway.config import GatewaySettings
+from streams.kafka.connection import kafka_of
 from streams.settings import Settings
 
 
@@ -28,7 +29,7 @@ def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = AsyncProducer(settings.kafka)
+        producer = AsyncProducer(kafka_of(settings))
         readmodel = ReadModel(settings, gs, topics)
         app.state.producer = producer
         app.state.readmodel = readmodel

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from streams.contracts import avro, records
 from streams.contracts import topics as topics_mod
 from streams.gateway.config import GatewaySettings
+from streams.kafka.connection import kafka_of
 from streams.model import handlers, provenance
 from streams.settings import Settings
 
@@ -109,7 +110,7 @@ class ReadModel:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            **self.settings.kafka.aiokafka_kwargs(), enable_auto_commit=False,
+            **kafka_of(self.settings).aiokafka_kwargs(), enable_auto_commit=False,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
         )

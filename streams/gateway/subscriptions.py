@@ -48,6 +48,7 @@ from streams.gateway import offsets
 from streams.gateway.auth import Authenticator, AuthError, Principal, bearer
 from streams.gateway.config import SUBSCRIBE, GatewaySettings
 from streams.gateway.routing import PatternError, literal_prefix, matches, validate_pattern
+from streams.kafka.connection import kafka_of
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class Subscriber:
     async def start(self) -> None:
         s = self.hub.settings
         self._consumer = AIOKafkaConsumer(
-            **s.kafka.aiokafka_kwargs(), group_id=None, enable_auto_commit=False,
+            **kafka_of(s).aiokafka_kwargs(), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms, fetch_max_bytes=8 * 1048576,
         )
         await self._consumer.start()
@@ -248,7 +249,7 @@ class Subscriber:
             # tansu's ListOffsets(LATEST) can be short of the last batch: ask a fetch
             from streams.kafka.faust_driver import fetched_highwaters
 
-            kafka = self.hub.settings.kafka
+            kafka = kafka_of(self.hub.settings)
             listed = await fetched_highwaters(kafka.aiokafka_kwargs()["bootstrap_servers"], dict(listed),  # type: ignore[arg-type]
                                               **kafka.aiokafka_auth())
         return [int(listed[tp]) for tp in self.tps]

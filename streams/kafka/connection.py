@@ -52,8 +52,7 @@ KEYSTORES = re.compile(r"^ssl\.(truststore|keystore)\.")
 _SECRET = re.compile(r"password|secret|jaas|\.pem$|token", re.IGNORECASE)
 
 
-class ConnectionConfigError(ValueError):
-    """The connection settings contradict each other, or a file they name is unreadable."""
+from streams.settings import ConnectionConfigError  # noqa: E402  (defined with the settings it checks)
 
 
 def connection_env_names() -> set[str]:
@@ -394,3 +393,8 @@ class OidcTokenProvider(_base_provider()):  # type: ignore[misc]
             return str(body["access_token"]), time.time() + float(body.get("expires_in", 300))
 
         return await self._cache.get(fetch)
+
+
+def kafka_of(settings: Settings) -> KafkaConnection:
+    """How to connect (bootstrap servers, TLS, SASL): what every Kafka client is given."""
+    return KafkaConnection.from_settings(settings)

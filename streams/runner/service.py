@@ -30,6 +30,7 @@ from streams import jobs
 from streams.contracts import avro, records
 from streams.contracts.topics import Topics
 from streams.delivery import email, guard, webhook
+from streams.kafka.connection import kafka_of
 from streams.matching.handler_set import HandlerSet
 from streams.model import provenance
 from streams.settings import Settings
@@ -164,7 +165,7 @@ class Runner(Service):
         # Subscribed in the task, not here: start() would otherwise wait for the group join
         # and hold up the services started after this one.
         self._consumer = AIOKafkaConsumer(
-            **s.kafka.aiokafka_kwargs(),
+            **kafka_of(s).aiokafka_kwargs(),
             group_id=f"{s.app_id}-runner",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -173,7 +174,7 @@ class Runner(Service):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_poll_interval_ms=3_600_000,
         )
-        self._producer = AIOKafkaProducer(**s.kafka.aiokafka_kwargs(), acks="all", linger_ms=2)
+        self._producer = AIOKafkaProducer(**kafka_of(s).aiokafka_kwargs(), acks="all", linger_ms=2)
         await self._producer.start()
         await self._consumer.start()
 
