@@ -20,7 +20,7 @@ from streams.settings import Settings
 
 
 def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
-    from streams.gateway import api, ingest, subscriptions
+    from streams.gateway import api, ingest, metrics, subscriptions
     from streams.gateway.readmodel import ReadModel
     from streams.kafka.async_producer import AsyncProducer
 
@@ -53,4 +53,5 @@ def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(subscriptions.router)
     subscriptions.hub_of(app)  # a bad exchanges file stops the gateway at start, not at the first connection
+    metrics.install(app)  # GET /metrics, and every request counted
     return app

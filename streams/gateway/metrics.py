@@ -1,0 +1,111 @@
+"""The gateway's Prometheus metrics, served at ``GET /metrics`` on the gateway's own port.
+
+One registry per app (``app.state.metrics``), so two apps in one process do not collide.
+Labels are bounded: a route is its template (``/handlers/{handler_id}``, never the id;
+``unmatched`` for a path no route serves), a method, a status code, a transport. The
+README lists every metric.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+TRANSPORTS = ("websocket", "sse")
+UNMATCHED = "unmatched"
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("signalbox_gateway_requests", "HTTP requests answered, by route, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.ingested = Counter("signalbox_gateway_ingested_events",
+                                "Events POST /events put on the events topic (acknowledged by the broker)", registry=r)
+        self.open = Gauge("signalbox_gateway_open_subscriptions", "Live subscriptions open now, by transport",
+                          ["transport"], registry=r)
+        self.messages = Counter("signalbox_gateway_subscription_messages",
+                                "Messages sent to subscribers, by transport", ["transport"], registry=r)
+        self.replayed = Counter("signalbox_gateway_replayed_messages",
+                                "Messages sent to subscribers that were on the topic before their binding was made "
+                                "(a since= in the past), by transport", ["transport"], registry=r)
+        for transport in TRANSPORTS:
+            self.open.labels(transport)
+            self.messages.labels(transport)
+            self.replayed.labels(transport)
+        self.ingested.inc(0)
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def prepare(self, app: FastAPI) -> None:
+        """Create each route's series for its usual status at 0."""
+        for route in app.routes:
+            if isinstance(route, APIRoute):
+                for method in sorted(route.methods or ()):
+                    self.requests.labels(route.path, method, str(route.status_code or 200))
+
+    def request(self, route: str, method: str, status: int) -> None:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 10_000:  # bounded: routes x methods x statuses never get near
+                self._children.clear()
+            child = self._children[key] = self.requests.labels(route, method, str(status))
+        child.inc()
+
+
+def metrics_of(app: Any) -> GatewayMetrics:
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is None:
+        metrics = app.state.metrics = GatewayMetrics()
+    return metrics
+
+
+class RequestMetrics:
+    """ASGI middleware: counts each HTTP request by route template, method and status, when
+    its response starts (a stream, SSE, is counted as it opens)."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counted = False
+
+        def count(status: int) -> None:
+            nonlocal counted
+            counted = True
+            route = scope.get("route")
+            self.metrics.request(getattr(route, "path", None) or UNMATCHED, scope["method"], status)
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not counted:
+                count(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        except BaseException:
+            if not counted:
+                count(500)
+            raise
+
+
+async def serve_metrics(request: Request) -> Response:
+    """``GET /metrics``: the Prometheus text format; no token needed (counts only)."""
+    return Response(generate_latest(metrics_of(request.app).registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI) -> GatewayMetrics:
+    metrics = metrics_of(app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_api_route("/metrics", serve_metrics, methods=["GET"], include_in_schema=False)
+    metrics.prepare(app)
+    return metrics
