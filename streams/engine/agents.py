@@ -192,7 +192,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 await send_triggers(partition, triggers)
                 for trigger in triggers:
                     count(kinds, (trigger["job"], trigger["trigger_kind"]))
-            metrics.add(metrics.events, {"matched": matched, "not_matched": len(batch) - matched - dead})
+            metrics.add(metrics.events, {"matched": matched, "not_matched": len(batch) - matched - dead,
+                                         "dead_lettered": dead})
             metrics.add(metrics.triggers, kinds)
 
     async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> None:
