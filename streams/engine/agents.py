@@ -36,7 +36,7 @@ from streams.contracts import avro, records
 from streams.contracts.topics import Topics
 from streams.engine.dedup import RunDedup
 from streams.engine.handler_feed import HandlerFeed
-from streams.engine.metrics import WorkerMetrics, count
+from streams.engine.metrics import WorkerMetrics, count, install_faust_sensor
 from streams.engine.overlay import Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.faust_driver import register as register_tansu_driver
@@ -103,10 +103,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     )
     metrics = WorkerMetrics()
     if web_port is not None:
-        # Faust's own sensor for its internals, in the same registry, served at /metrics
-        from faust.sensors.prometheus import setup_prometheus_sensors
-
-        setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix="signalbox_faust")
+        install_faust_sensor(app, metrics)  # Faust's own sensor for its internals; /metrics
     event_limits = settings.event_limits
     feed = HandlerFeed(settings, topics, handlers, loop=app.loop, beacon=app.beacon, metrics=metrics)
     app.add_dependency(feed)
