@@ -133,6 +133,7 @@ def test_the_gateway_counts_requests_by_route_template_and_status() -> None:
                                     (("method", "GET"), ("route", "/things/{thing_id}"), ("status", "200")))] == 0
         for path in ("/things/1", "/things/2", "/things/missing", "/things/boom", "/elsewhere/3"):
             client.get(path)
+        client.request("BREW", "/elsewhere/4")
         body = client.get("/metrics")
         assert body.status_code == 200 and body.headers["content-type"].startswith("text/plain")
     got = samples(m.registry)
@@ -145,4 +146,6 @@ def test_the_gateway_counts_requests_by_route_template_and_status() -> None:
     assert n("/things/{thing_id}", "500") == 1
     assert n("unmatched", "404") == 1
     assert n("/metrics", "200") == 1
+    other = (("method", "other"), ("route", "unmatched"), ("status", "404"))
+    assert got[("signalbox_gateway_requests_total", other)] == 1  # a method nobody serves: "other"
     assert not [labels for (_, labels) in got if ("route", "/things/1") in labels]

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRANSPORTS = ("websocket", "sse")
 UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other: "other"
 
 disable_created_metrics()  # no *_created series: half the output, and nothing reads them
 
@@ -61,12 +62,12 @@ class GatewayMetrics:
                         self.requests.labels(path, method.upper(), str(status))
 
     def request(self, route: str, method: str, status: int) -> None:
+        """Count one answer; the labels are bounded: routes x 8 methods x status codes."""
         key = (route, method, status)
         child = self._children.get(key)
         if child is None:
-            if len(self._children) > 10_000:  # bounded: routes x methods x statuses never get near
-                self._children.clear()
-            child = self._children[key] = self.requests.labels(route, method, str(status))
+            child = self._children[key] = self.requests.labels(route, method if method in METHODS else "other",
+                                                                str(status))
         child.inc()
 
 
