@@ -84,7 +84,11 @@ class Settings(BaseSettings):
     smtp_password_secret: str = ""
     smtp_from: str = "signalbox@localhost"
     smtp_timeout_seconds: float = 10.0
+    # Faust's web server of a worker (its /metrics, engine/metrics.py): off unless a port is
+    # set; SIGNALBOX_METRICS_PORT and SIGNALBOX_WEB_PORT (--web-port) name the same server
     web_port: int | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
     log_level: str = "info"
 
     @model_validator(mode="after")
@@ -92,6 +96,13 @@ class Settings(BaseSettings):
         if self.smtp_starttls and self.smtp_tls:
             raise ValueError("SIGNALBOX_SMTP_STARTTLS and SIGNALBOX_SMTP_TLS exclude each other: STARTTLS "
                              "upgrades a plain connection (port 587), TLS starts with it (port 465)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_web_port(self) -> Settings:
+        if self.metrics_port is not None and self.web_port is not None and self.metrics_port != self.web_port:
+            raise ValueError(f"SIGNALBOX_METRICS_PORT ({self.metrics_port}) and SIGNALBOX_WEB_PORT ({self.web_port}) "
+                             "name the same server (the worker's /metrics is on Faust's web server): set one")
         return self
 
     def kafka_properties(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.broker
@@ -59,11 +60,19 @@ def test_dev_shows_commands_and_results_then_stops_cleanly(tmp_path):
         # the gateway dev started answers, without a token, from the same topics
         url = next(m.group(1) for line in lines if (m := re.search(r"gateway on (http://127\.0\.0\.1:\d+)", line)))
         gateway_runs = _gateway_runs(url, "migrate-pid")
+        # and says where the worker's and the gateway's metrics are; both answer
+        printed = next(m for line in lines if (m := re.search(r"metrics \(Prometheus\): worker (\S+), gateway (\S+)",
+                                                               line)))
+        metrics = {where: httpx.get(address, timeout=10) for where, address in zip(("worker", "gateway"),
+                                                                                   printed.groups(), strict=True)}
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     output = "\n".join(lines) + "\n" + rest
     assert gateway_runs and {r["job"] for r in gateway_runs} == {"migrate-pid"}, gateway_runs
+    assert all(r.status_code == 200 for r in metrics.values()), metrics
+    assert 'signalbox_runs_total{job="migrate-pid",status="succeeded"}' in metrics["worker"].text
+    assert "signalbox_gateway_requests_total" in metrics["gateway"].text
     missing = [k.pattern for k in kinds if not any(k.search(line) for line in lines)]
     assert not missing, (missing, output)
     # the creator constraint and emitted_by: P-2 had no header, evt-10 was sent, not emitted

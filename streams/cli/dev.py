@@ -72,9 +72,11 @@ def _plain_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in connection_env_names()}
 
 
-def _start_worker(settings: Settings, log_path: Path, sinks: DevSinks, secret: str) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, log_path: Path, sinks: DevSinks, secret: str,
+                  metrics_port: int) -> subprocess.Popen[bytes]:
     env = {
-        **{k: v for k, v in os.environ.items() if k.upper() not in connection_env_names()},
+        **{k: v for k, v in os.environ.items()
+           if k.upper() not in {*connection_env_names(), "SIGNALBOX_WEB_PORT", "SIGNALBOX_WEB_HOST"}},
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "SIGNALBOX_BROKER_KIND": "tansu",
         "SIGNALBOX_TOPICS_FILE": str(settings.topics_file.resolve()),
@@ -88,6 +90,8 @@ def _start_worker(settings: Settings, log_path: Path, sinks: DevSinks, secret: s
         "SIGNALBOX_SMTP_USER": "",
         "SIGNALBOX_SMTP_PASSWORD_SECRET": "",
         "SIGNALBOX_SMTP_FROM": "signalbox-dev@localhost",
+        # the worker's /metrics (Faust's web server), on loopback
+        "SIGNALBOX_METRICS_PORT": str(metrics_port),
     }
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -213,12 +217,15 @@ def run_dev(events: int = 0) -> int:
             (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
         for h in handlers:
             _say(f"handler {h.id}: job {h.job}, {formatting.describe_trigger(h)}")
-        worker = _start_worker(settings, WORKDIR / "worker.log", sinks, secret)
+        metrics_port = _free_port()
+        worker = _start_worker(settings, WORKDIR / "worker.log", sinks, secret, metrics_port)
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
         port = _free_port()
         gateway = _start_gateway(settings, WORKDIR / "gateway.log", port)
         _say(f"gateway on http://127.0.0.1:{port} (OpenAPI at /docs; authentication off: dev only); "
              f"log {WORKDIR / 'gateway.log'}")
+        _say(f"metrics (Prometheus): worker http://127.0.0.1:{metrics_port}/metrics, "
+             f"gateway http://127.0.0.1:{port}/metrics")
         first, second = _sample_events(events)
         # One key: one partition, read in file order, so the once-listener fires on aviso-1
         # in every run (unkeyed, the two aviso events could be read in either order).

@@ -479,6 +479,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings.datadir = Path(args.datadir)
     if args.web_port:
         settings.web_port = args.web_port
+    if args.metrics_port:
+        settings.metrics_port = args.metrics_port
+    if settings.metrics_port and settings.web_port and settings.metrics_port != settings.web_port:
+        raise CliError(f"--metrics-port {settings.metrics_port} and --web-port {settings.web_port}: the worker has "
+                       "one web server (its /metrics is there); give one port")
     return run_worker(settings, load_topics(settings), args.jobs, runner=not args.no_runner, loglevel=args.loglevel)
 
 
@@ -697,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import MODULE (current directory first, then the path) or a .py FILE for its @job functions")
     p.add_argument("--datadir", help="RocksDB directory of this worker (env SIGNALBOX_DATADIR)")
     p.add_argument("--web-port", type=int, help="serve Faust's web views on 127.0.0.1:PORT")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve /metrics (Prometheus) on SIGNALBOX_WEB_HOST:PORT, 127.0.0.1 by default "
+                        "(env SIGNALBOX_METRICS_PORT; the same server as --web-port)")
     p.add_argument("--no-runner", action="store_true", help="do not run jobs here (external executors do)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)

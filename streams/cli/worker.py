@@ -37,12 +37,15 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     engine = build_app(settings, topics)
     services = []
     if runner:
-        services.append(Runner(settings, topics, engine.handlers, loop=engine.app.loop))
+        services.append(Runner(settings, topics, engine.handlers, metrics=engine.metrics, loop=engine.app.loop))
     worker = Worker(engine.app, *services, loglevel=loglevel, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG at levels >= WARNING, which
     # makes every debug call in the hot path build a log record (10% of a busy worker).
     worker.spinner = None
     # Faust configures logging only in execute_from_commandline: print, so it is always seen.
     print(f"signalbox worker: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
+    port = settings.metrics_port or settings.web_port
+    if port is not None:
+        print(f"signalbox worker: metrics at http://{settings.web_host}:{port}/metrics", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0

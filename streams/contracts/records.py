@@ -139,6 +139,11 @@ def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
+def duration_ms(record: dict[str, Any]) -> int:
+    """A run result's run time: finished_at - started_at, in milliseconds."""
+    return _ms(record["finished_at"]) - _ms(record["started_at"])
+
+
 def _attempt_status(record: dict[str, Any], new_status: str) -> dict[str, Any]:
     """The fields of a status event about one attempt of a run (command or result)."""
     attempt = record.get("attempt", 1)
@@ -165,7 +170,7 @@ def retrying_event(result: dict[str, Any], retry_in_ms: int) -> dict[str, Any]:
         **_attempt_status(result, RETRYING),
         "attempt_status": result["status"],
         "error": result.get("error"),
-        "duration_ms": _ms(result["finished_at"]) - _ms(result["started_at"]),
+        "duration_ms": duration_ms(result),
         "retry_in_ms": retry_in_ms,
     }
 
@@ -190,7 +195,7 @@ def settle(result: dict[str, Any], limits: StateLimits) -> Settlement:
         **base,
         "error": result.get("error"),
         "attempt": result.get("attempt", 1),
-        "duration_ms": _ms(result["finished_at"]) - _ms(result["started_at"]),
+        "duration_ms": duration_ms(result),
         "state_bytes": size,
         # what a flow/catch handler's run starts with (OpenFn passes it downstream)
         "final_state": final_state,

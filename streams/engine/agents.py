@@ -36,6 +36,7 @@ from streams.contracts import avro, records
 from streams.contracts.topics import Topics
 from streams.engine.dedup import RunDedup
 from streams.engine.handler_feed import HandlerFeed
+from streams.engine.metrics import WorkerMetrics, count, install_faust_sensor
 from streams.engine.overlay import Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.connection import kafka_of
@@ -67,6 +68,7 @@ class Engine:
     app: faust.App
     feed: HandlerFeed
     handlers: HandlerSet
+    metrics: WorkerMetrics
 
 
 def job_partition(job: str, partitions: int) -> int:
@@ -81,15 +83,16 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         register_tansu_driver()
     settings.datadir.mkdir(parents=True, exist_ok=True)
     kafka = kafka_of(settings)
+    web_port = settings.metrics_port or settings.web_port
     app = faust.App(
         settings.app_id,
         broker=kafka.faust_broker("tansu" if embedded else "kafka"),
         broker_credentials=kafka.faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.datadir),
-        web_enabled=settings.web_port is not None,
-        web_host="127.0.0.1",
-        web_port=settings.web_port or 6066,
+        web_enabled=web_port is not None,
+        web_host=settings.web_host,
+        web_port=web_port or 6066,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_seconds,
         broker_request_timeout=max(40.0, settings.session_timeout_seconds + 5),
@@ -99,8 +102,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         topic_allow_declare=True,
         table_standby_replicas=1,
     )
+    metrics = WorkerMetrics()
+    if web_port is not None:
+        install_faust_sensor(app, metrics)  # Faust's own sensor for its internals; /metrics
     event_limits = settings.event_limits
-    feed = HandlerFeed(settings, topics, handlers, loop=app.loop, beacon=app.beacon)
+    feed = HandlerFeed(settings, topics, handlers, loop=app.loop, beacon=app.beacon, metrics=metrics)
     app.add_dependency(feed)
 
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -127,10 +133,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         return await app.producer.send(topic, key, value, partition, None, headers)
 
     async def dead_letter(message: Any, reason: str, value: bytes | None = None,
-                          extra: dict[str, str] | None = None) -> None:
-        """Keep a record we cannot process, with its reason. A value too large for the
-        dead-letter topic keeps its first DEAD_LETTER_MAX_VALUE bytes (header
-        ``truncated_from``: its size); the whole record stays on its own topic."""
+                          extra: dict[str, str] | None = None, kind: str = "other") -> None:
+        """Keep a record we cannot process, with its reason (``kind``: the reason's class, a
+        metric label). A value too large for the dead-letter topic keeps its first
+        DEAD_LETTER_MAX_VALUE bytes (header ``truncated_from``: its size); the whole record
+        stays on its own topic."""
         log.warning("dead-lettered %s/%s/%s: %s", message.topic, message.partition, message.offset, reason)
         value = message.value if value is None else value
         headers = [
@@ -147,6 +154,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             await send_raw(topics.dead_letter, message.key, value, None, headers)
         except Exception:  # never let a dead letter take the agent down with it
             log.exception("dead letter for %s/%s/%s not written", message.topic, message.partition, message.offset)
+            return
+        metrics.dead_letter(kind)
 
     @app.agent(events_topic, name="match")
     async def match(stream: faust.StreamT) -> None:
@@ -155,6 +164,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         # partition: the schedule step then pays Faust's per-record cost once per batch.
         async for batch in stream.take_events(MATCH_BATCH_MAX, within=MATCH_BATCH_WITHIN_S):
             by_partition: dict[int, list[dict[str, Any]]] = {}
+            matched = dead = 0
             for event in batch:
                 message = event.message
                 try:
@@ -162,16 +172,27 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     headers = provenance.header_map(message.headers)
                     found = triggers_for(doc, text, message, headers)
                 except jsonvalue.NotAJsonObject as exc:
-                    await dead_letter(message, str(exc))
+                    dead += 1
+                    await dead_letter(message, str(exc), kind="invalid_event")
                     continue
                 except Exception as exc:  # no event may stop the agent or its neighbours
                     log.exception("event %s/%s/%s not matched", message.topic, message.partition, message.offset)
-                    await dead_letter(message, f"event cannot be matched: {type(exc).__name__}: {exc}"[:1000])
+                    dead += 1
+                    await dead_letter(message, f"event cannot be matched: {type(exc).__name__}: {exc}"[:1000],
+                                      kind="match_error")
                     continue
+                if found:
+                    matched += 1
                 for trigger in found:
                     by_partition.setdefault(job_partition(trigger["job"], n), []).append(trigger)
+            kinds: dict[tuple[str, str], int] = {}
             for partition, triggers in by_partition.items():
                 await send_triggers(partition, triggers)
+                for trigger in triggers:
+                    count(kinds, (trigger["job"], trigger["trigger_kind"]))
+            metrics.add(metrics.events, {"matched": matched, "not_matched": len(batch) - matched - dead,
+                                         "dead_lettered": dead})
+            metrics.add(metrics.triggers, kinds)
 
     async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> None:
         """Records on the triggers topic: JSON lists of triggers of one job partition, each
@@ -290,11 +311,11 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 run_ids: list[str] = []
                 for raw, unit in units:
                     one = isolated(message, raw, unit)
-                    out.commands += one.commands
-                    out.events += one.events
                     dead += [(message, d) for d in one.dead]
+                    one.dead = []
                     run_ids += one.accepted
                     started.update(one.accepted)
+                    out.merge(one)
                 if run_ids:
                     accepted.append((event, run_ids))
         # 1. the commands, acknowledged by the broker before anything records them as sent
@@ -323,7 +344,34 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")
             await send_raw(topics.events, job.encode(), value, None, provenance.emitted_by(job, internal["run_id"]))
         for message, d in dead:
-            await dead_letter(message, d.reason, d.value, d.headers)
+            await dead_letter(message, d.reason, d.value, d.headers, d.kind)
+        tally(out)
+
+    def tally(out: Outputs) -> None:
+        """Count a written batch (its commands, runs, retries, drops) in the metrics."""
+        commands: dict[str, int] = {}
+        for job, _ in out.commands:
+            count(commands, job)
+        metrics.add(metrics.commands, commands)
+        if out.duplicates:
+            dropped: dict[str, int] = {}
+            for job in out.duplicates:
+                count(dropped, job)
+            metrics.add(metrics.duplicates, dropped)
+        for job, seconds in out.attempts:
+            metrics.observe(job, seconds)
+        if out.retries:
+            retried: dict[str, int] = {}
+            for job in out.retries:
+                count(retried, job)
+            metrics.add(metrics.retries, retried)
+        if out.settled:
+            settled: dict[tuple[str, str], int] = {}
+            for key in out.settled:
+                count(settled, key)
+            metrics.add(metrics.runs, settled)
+        for job, size in out.states:
+            state_bytes[job] = size
 
     Unit = tuple[Callable[[], bytes | None], Callable[[Outputs], None]]  # (its bytes, the work)
 
@@ -339,7 +387,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             states_view.rollback(mark[1])
             log.exception("%s/%s/%s: a unit not processed", message.topic, message.partition, message.offset)
             reason = f"cannot be processed: {type(exc).__name__}: {exc}"[:1000]
-            one = Outputs(dead=[DeadLetter(raw() or b"", reason)])
+            one = Outputs(dead=[DeadLetter(raw() or b"", reason, kind="processing_error")])
         return one
 
     def trigger_units(message: Any, now: int, started: set[str]) -> list[Unit]:
@@ -350,7 +398,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 raise ValueError("not a JSON list")
         except (ValueError, TypeError, RecursionError) as exc:
             reason = f"undecodable triggers record: {exc}"[:1000]
-            return [(lambda: message.value, lambda one: one.dead.append(DeadLetter(message.value or b"", reason)))]
+            dead = DeadLetter(message.value or b"", reason, kind="undecodable_record")
+            return [(lambda: message.value, lambda one: one.dead.append(dead))]
         seen = seen_in(message.partition, now, started)
 
         def unit(item: Any) -> Callable[[Outputs], None]:
@@ -373,7 +422,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         try:
             result = results_codec.decode(message.value)
         except (avro.AvroDecodeError, EOFError, ValueError, TypeError) as exc:
-            out.dead.append(DeadLetter(message.value or b"", f"undecodable run result: {exc}"))
+            out.dead.append(DeadLetter(message.value or b"", f"undecodable run result: {exc}",
+                                       kind="undecodable_record"))
             return
         book.on_result(result, message.value, now, seen_in(message.partition, now, started), out)
 
@@ -444,5 +494,45 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             trigger = records.trigger_for_tick(h, tick)
             log.info("cron %s: tick %s sent", h.id, trigger["trigger_ref"])
             await send_triggers(job_partition(h.job, n), [trigger])
+            metrics.add(metrics.triggers, {(h.job, "cron"): 1})
 
-    return Engine(app=app, feed=feed, handlers=handlers)
+    # -- the gauges computed when /metrics is scraped ----------------------------------
+
+    state_bytes: dict[str, int] = {}  # job -> size of the state it stored last (schedule step)
+
+    def owned_jobs() -> list[str]:
+        owned = owned_partitions()
+        return sorted(job for job in handlers.jobs() if job_partition(job, n) in owned)
+
+    def job_gauges() -> list[tuple[str, int, int]]:
+        out = []
+        for job in owned_jobs():
+            meta = runs.get(meta_key(job)) or {}
+            out.append((job, int(meta.get("tail", 0)) - int(meta.get("head", 0)), len(meta.get("running") or ())))
+        return out
+
+    def state_sizes() -> list[tuple[str, int]]:
+        out = []
+        for job in owned_jobs():
+            if job not in state_bytes:  # stored before this worker owned the job: measured once
+                state = states.get(job)
+                state_bytes[job] = len(jsonvalue.dumps(state).encode("utf-8", "backslashreplace")) if state else 0
+            out.append((job, state_bytes[job]))
+        return out
+
+    def engine_lag() -> list[tuple[str, int, int]]:
+        monitor = app.monitor
+        committed = monitor.tp_committed_offsets
+        out = []
+        for tp, end in list(monitor.tp_end_offsets.items()):
+            if tp.topic in consumed and tp in committed:
+                out.append((tp.topic, tp.partition, max(0, int(end) - int(committed[tp]))))
+        return sorted(out)
+
+    consumed = {topics.events, topics.triggers, topics.run_results}
+    metrics.gauges.jobs = job_gauges
+    metrics.gauges.states = state_sizes
+    metrics.gauges.handlers = lambda: len(handlers)
+    metrics.gauges.lag["engine"] = engine_lag
+
+    return Engine(app=app, feed=feed, handlers=handlers, metrics=metrics)

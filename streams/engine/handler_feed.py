@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
 from streams.contracts.topics import Topics
+from streams.engine.metrics import WorkerMetrics
 from streams.kafka.connection import kafka_of
 from streams.matching.handler_set import HandlerSet
 from streams.model.handlers import InvalidHandler, parse_handler
@@ -30,11 +31,13 @@ log = logging.getLogger(__name__)
 
 
 class HandlerFeed(Service):
-    def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet,
+                 metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topics = topics
         self.handlers = handlers
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -105,8 +108,10 @@ class HandlerFeed(Service):
             self.handlers.put(handler, offset, timestamp_ms)
         except InvalidHandler as exc:
             # Not applied: an earlier valid version of the same id, if any, stays active.
+            self.metrics.rejections.inc()
             await self._reject(handler_id, value, offset, str(exc))
             return
+        self.metrics.job_seen(handler.job)
         log.info("handler %s applied (job %s)", handler.id, handler.job)
 
     async def _reject(self, handler_id: str | None, value: bytes, offset: int, reason: str) -> None:

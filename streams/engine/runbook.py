@@ -68,6 +68,7 @@ class DeadLetter:
     value: bytes
     reason: str
     headers: dict[str, str] = field(default_factory=dict)
+    kind: str = "other"  # the reason's class, a label of signalbox_dead_letters_total (engine/metrics.py)
 
 
 @dataclass
@@ -76,6 +77,24 @@ class Outputs:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (job, internal event)
     dead: list[DeadLetter] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # run ids that settled: their dedup entries
+    # what the metrics count (engine/metrics.py), once the batch is written
+    duplicates: list[str] = field(default_factory=list)  # job of each trigger dropped: its run was scheduled
+    attempts: list[tuple[str, float]] = field(default_factory=list)  # (job, seconds) of each attempt's result
+    retries: list[str] = field(default_factory=list)  # job of each failed attempt retried
+    settled: list[tuple[str, str]] = field(default_factory=list)  # (job, final status) of each run settled
+    states: list[tuple[str, int]] = field(default_factory=list)  # (job, bytes) of each state stored
+
+    def merge(self, other: Outputs) -> None:
+        """Add another unit's outputs to these."""
+        self.commands += other.commands
+        self.events += other.events
+        self.dead += other.dead
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.attempts += other.attempts
+        self.retries += other.retries
+        self.settled += other.settled
+        self.states += other.states
 
 
 def meta_key(job: str) -> str:
@@ -157,6 +176,7 @@ class RunBook:
         if (run_id in meta["running"] or self._waits(meta, job, run_id) or run_id in meta.get("waiting", ())
                 or seen(run_id)):  # "waiting": the list job records held before the w: entries
             log.info("run %s already scheduled; trigger %s ignored", run_id, trigger["trigger_ref"])
+            out.duplicates.append(job)
             return
         token = trigger.get("once_token")
         once = meta.setdefault("once", {})
@@ -174,13 +194,15 @@ class RunBook:
             waiting = meta["tail"] - meta["head"]
             if waiting >= self.queue_max:
                 out.dead.append(self._dead_trigger(
-                    trigger, f"job {job!r} queue is full: {waiting} triggers wait (SIGNALBOX_JOB_QUEUE_MAX)"))
+                    trigger, f"job {job!r} queue is full: {waiting} triggers wait (SIGNALBOX_JOB_QUEUE_MAX)",
+                    "queue_full"))
                 self.runs.set(meta_key(job), meta)
                 return
             try:  # refuse now what could not be sent later
                 self.encode(records.command_from_trigger(trigger, None, now))
             except Exception as exc:
-                out.dead.append(self._dead_trigger(trigger, f"job command cannot be encoded: {exc}"))
+                out.dead.append(self._dead_trigger(trigger, f"job command cannot be encoded: {exc}",
+                                                   "command_unencodable"))
                 self.runs.set(meta_key(job), meta)
                 return
             self.runs.set(queue_key(job, meta["tail"]), trigger)
@@ -201,7 +223,7 @@ class RunBook:
         try:
             encoded = self.encode(command)
         except Exception as exc:
-            out.dead.append(self._dead_trigger(trigger, f"job command cannot be encoded: {exc}"))
+            out.dead.append(self._dead_trigger(trigger, f"job command cannot be encoded: {exc}", "command_unencodable"))
             return False
         slot: dict[str, Any] = {"attempt": attempt, "first_ms": first_ms if first_ms is not None else now}
         if trigger.get("retry"):
@@ -267,13 +289,14 @@ class RunBook:
         if slot is None and not seen(run_id):
             reason = (f"run result for run {run_id} of job {job!r}, which was never scheduled "
                       "(or its de-duplication entry expired)")
-            out.dead.append(DeadLetter(raw, reason, {"job": job, "run_id": run_id}))
+            out.dead.append(DeadLetter(raw, reason, {"job": job, "run_id": run_id}, "unknown_run"))
             return
         if slot is None or slot["attempt"] != attempt or slot.get("retry_key") is not None:
             log.info("result of run %s attempt %s (job %s) is not in flight: a repeat; not settled again",
                      run_id, attempt, job)
             return
         assert meta is not None
+        out.attempts.append((job, records.duration_ms(result) / 1000))
         if result["status"] != "succeeded" and self._retry(meta, slot, result, now, out):
             self.runs.set(meta_key(job), meta)
             return
@@ -281,7 +304,7 @@ class RunBook:
             settlement = records.settle(result, self.limits)
         except ValueError as exc:  # e.g. an external executor's final state is not a JSON object
             reason = f"run result {run_id}: {exc}"
-            out.dead.append(DeadLetter(raw, reason, {"job": job, "run_id": run_id}))
+            out.dead.append(DeadLetter(raw, reason, {"job": job, "run_id": run_id}, "invalid_final_state"))
             result = {**result, "status": "failed", "final_state_json": None, "error": reason}
             if self._retry(meta, slot, result, now, out):
                 self.runs.set(meta_key(job), meta)
@@ -289,12 +312,14 @@ class RunBook:
             settlement = records.settle(result, self.limits)
         if settlement.state_to_store is not None:
             self.states.set(job, settlement.state_value)
+            out.states.append((job, len(settlement.state_to_store.encode("utf-8", "backslashreplace"))))
         for event in settlement.events:
             if event["event_type"] == records.STATE_WARNING_EVENT_TYPE:
                 log.warning("job %s run %s: final state is %d bytes (stored: %s)", job, run_id,
                             event["state_bytes"], event["stored"])
             out.events.append((job, event))
         del meta["running"][run_id]
+        out.settled.append((job, result["status"]))
         out.accepted.append(run_id)  # its de-duplication entry is written before this record
         self._fill(job, meta, now, out)
         self.runs.set(meta_key(job), meta)
@@ -328,6 +353,7 @@ class RunBook:
         self.runs.set(key, attempt + 1)
         slot["retry_key"] = key
         out.events.append((result["job"], records.retrying_event(result, delay)))
+        out.retries.append(result["job"])
         log.info("run %s of job %s: attempt %d %s; attempt %d in %d ms", result["run_id"], result["job"], attempt,
                  result["status"], attempt + 1, delay)
         return True
@@ -335,10 +361,11 @@ class RunBook:
     # -- dead letters -----------------------------------------------------------------
 
     @staticmethod
-    def _dead_trigger(trigger: dict[str, Any], reason: str) -> DeadLetter:
+    def _dead_trigger(trigger: dict[str, Any], reason: str, kind: str) -> DeadLetter:
         log.warning("trigger %s of handler %s dead-lettered: %s", trigger["trigger_ref"], trigger["handler_id"], reason)
         return DeadLetter(jsonvalue.dumps(trigger).encode("utf-8", "backslashreplace"), reason,
-                          {"handler_id": trigger["handler_id"], "job": trigger["job"], "run_id": trigger["run_id"]})
+                          {"handler_id": trigger["handler_id"], "job": trigger["job"], "run_id": trigger["run_id"]},
+                          kind)
 
     @staticmethod
     def _gave_up(trigger: dict[str, Any], result: dict[str, Any], attempts: int, limit: str) -> DeadLetter:
@@ -353,4 +380,4 @@ class RunBook:
                 "limit": limit, "trigger_ref": trigger["trigger_ref"], "params_json": trigger["params_json"]}
         return DeadLetter(jsonvalue.dumps(body).encode("utf-8", "backslashreplace"), reason,
                           {"handler_id": trigger["handler_id"], "job": result["job"], "run_id": result["run_id"],
-                           "attempts": str(attempts), "limit": limit, "last_error": error})
+                           "attempts": str(attempts), "limit": limit, "last_error": error}, "gave_up")

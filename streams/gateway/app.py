@@ -21,7 +21,7 @@ from streams.settings import Settings
 
 
 def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
-    from streams.gateway import api, ingest, pages, subscriptions
+    from streams.gateway import api, ingest, metrics, pages, subscriptions
     from streams.gateway.readmodel import ReadModel
     from streams.kafka.async_producer import AsyncProducer
 
@@ -55,4 +55,5 @@ def create_app(settings: Settings, gs: GatewaySettings) -> FastAPI:
     app.include_router(subscriptions.router)
     pages.mount(app)  # the dashboard: /ui, its static files, / redirects there
     subscriptions.hub_of(app)  # a bad exchanges file stops the gateway at start, not at the first connection
+    metrics.install(app)  # GET /metrics, and every request counted
     return app

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from streams.contracts import records
 from streams.gateway.auth import Ingester
+from streams.gateway.metrics import metrics_of
 from streams.kafka.async_producer import ProduceError, Record
 from streams.model import jsonvalue, provenance
 
@@ -182,5 +183,6 @@ async def post_events(request: Request, principal: Ingester) -> Accepted:
         await app.state.producer.send_all(out)
     except (ProduceError, TimeoutError) as exc:
         raise HTTPException(503, f"the broker did not acknowledge the events: {exc or 'timeout'}") from None
+    metrics_of(app).ingested.inc(len(out))
     return Accepted(ids=ids, count=len(ids), topic=topics.events, creator=principal.subject)
 

@@ -47,6 +47,7 @@ from streams.gateway import exchanges as exchanges_mod
 from streams.gateway import offsets
 from streams.gateway.auth import Authenticator, AuthError, Principal, bearer
 from streams.gateway.config import SUBSCRIBE, GatewaySettings
+from streams.gateway.metrics import GatewayMetrics, metrics_of
 from streams.gateway.routing import PatternError, literal_prefix, matches, validate_pattern
 from streams.kafka.connection import kafka_of
 from streams.settings import Settings
@@ -109,31 +110,35 @@ def _pydantic_reason(exc: ValidationError) -> str:
 class Hub:
     """What every connection of one app shares: the exchanges and the connection count."""
 
-    def __init__(self, settings: Settings, gs: GatewaySettings, topics: Topics) -> None:
+    def __init__(self, settings: Settings, gs: GatewaySettings, topics: Topics,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
         self.gs = gs
         self.topic = topics.events
         self.exchanges = exchanges_mod.load(gs.exchanges_file)
         self.active = 0
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
 
     @property
     def any_public(self) -> bool:
         return any(ex.public for ex in self.exchanges.values())
 
-    def acquire(self) -> bool:
+    def acquire(self, transport: str) -> bool:
         if self.active >= self.gs.max_connections:
             return False
         self.active += 1
+        self.metrics.open.labels(transport).inc()
         return True
 
-    def release(self) -> None:
+    def release(self, transport: str) -> None:
         self.active -= 1
+        self.metrics.open.labels(transport).dec()
 
 
 def hub_of(app: FastAPI) -> Hub:
     hub = getattr(app.state, "subscriptions", None)
     if hub is None:
-        hub = Hub(app.state.settings, app.state.gs, app.state.topics)
+        hub = Hub(app.state.settings, app.state.gs, app.state.topics, metrics_of(app))
         app.state.subscriptions = hub
     return hub
 
@@ -161,9 +166,15 @@ class Binding:
 class Subscriber:
     """One client's subscription: a consumer, a cursor, bindings and a send queue."""
 
-    def __init__(self, hub: Hub, principal: Principal | None) -> None:
+    def __init__(self, hub: Hub, principal: Principal | None, transport: str) -> None:
         self.hub = hub
         self.principal = principal
+        self.transport = transport
+        self._sent = hub.metrics.messages.labels(transport)
+        self._replayed = hub.metrics.replayed.labels(transport)
+        # per partition: the end offset when the bindings were made; a message below it was
+        # on the topic already (a replay, counted as such)
+        self.replay_until: list[int] = []
         self.gs = hub.gs
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.gs.send_queue_max)
         self.bindings: list[Binding] = []
@@ -199,6 +210,7 @@ class Subscriber:
             raise RuntimeError(f"events topic {self.hub.topic} not found")
         self.tps = [TopicPartition(self.hub.topic, p) for p in sorted(partitions)]
         self.cursor = [0] * len(self.tps)
+        self.replay_until = [0] * len(self.tps)
 
     async def stop(self) -> None:
         if self._reader is not None:
@@ -252,11 +264,14 @@ class Subscriber:
             kafka = kafka_of(self.hub.settings)
             listed = await fetched_highwaters(kafka.aiokafka_kwargs()["bootstrap_servers"], dict(listed),  # type: ignore[arg-type]
                                               **kafka.aiokafka_auth())
-        return [int(listed[tp]) for tp in self.tps]
+        ends = [int(listed[tp]) for tp in self.tps]
+        self.replay_until = [max(a, b) for a, b in zip(self.replay_until, ends, strict=True)]
+        return ends
 
     async def _resolve(self, since: offsets.Since) -> list[int]:
         assert self._consumer is not None
         if since.edge == "earliest":
+            await self._ends()  # where the replay ends (metrics)
             begins = await self._consumer.beginning_offsets(self.tps)
             return [int(begins[tp]) for tp in self.tps]
         ends = await self._ends()
@@ -450,6 +465,9 @@ class Subscriber:
                         continue
                     for message in self._route(tp.partition, record.offset, record.value):
                         await self.put(message)
+                        self._sent.inc()
+                        if record.offset < self.replay_until[tp.partition]:
+                            self._replayed.inc()
                     if generation != self.generation:
                         break
                 if generation != self.generation:
@@ -504,11 +522,11 @@ async def subscribe(
     except ValueError as exc:
         await websocket.send_denial_response(JSONResponse({"detail": str(exc)}, 400))
         return
-    if not hub.acquire():
+    if not hub.acquire("websocket"):
         await websocket.send_denial_response(JSONResponse(
             {"detail": f"too many connections (at most {hub.gs.max_connections})"}, 503, headers={"Retry-After": "5"}))
         return
-    sub = Subscriber(hub, principal)
+    sub = Subscriber(hub, principal, "websocket")
     try:
         await websocket.accept()
         await sub.start()
@@ -529,7 +547,7 @@ async def subscribe(
         pass
     finally:
         await sub.stop()
-        hub.release()
+        hub.release("websocket")
 
 
 class _Closed(Exception):
@@ -620,21 +638,21 @@ async def stream(
         raise HTTPException(400, "no binding: give ex=EXCHANGE&key=PATTERN or bind=EXCHANGE:PATTERN")
     if len(specs) > hub.gs.max_bindings:
         raise HTTPException(400, f"too many bindings: at most {hub.gs.max_bindings} per connection")
-    if not hub.acquire():
+    if not hub.acquire("sse"):
         raise HTTPException(503, f"too many connections (at most {hub.gs.max_connections})",
                             headers={"Retry-After": "5"})
-    sub = Subscriber(hub, principal)
+    sub = Subscriber(hub, principal, "sse")
     try:
         await sub.start()
         replies = await sub.bind(specs)
     except BaseException:
         await sub.stop()
-        hub.release()
+        hub.release("sse")
         raise
     refused = [r for r in replies if "error" in r]
     if refused:
         await sub.stop()
-        hub.release()
+        hub.release("sse")
         reason = refused[0]["error"]
         if principal is None and reason.endswith("needs a token"):
             raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
@@ -659,4 +677,4 @@ async def _events(sub: Subscriber) -> AsyncIterator[dict[str, Any]]:
         with anyio.CancelScope(shield=True):
             await items.aclose()
             await sub.stop()
-            sub.hub.release()
+            sub.hub.release(sub.transport)

@@ -65,6 +65,10 @@ class HandlerSet:
     def __len__(self) -> int:
         return len(self._applied)
 
+    def jobs(self) -> list[str]:
+        """Every job with at least one handler."""
+        return list(self._by_job)
+
     def job_concurrency(self, job: str) -> int:
         """Runs of ``job`` allowed in flight: the smallest ``concurrency`` of its handlers (1
         when it has none left)."""

@@ -30,6 +30,7 @@ from streams import jobs
 from streams.contracts import avro, records
 from streams.contracts.topics import Topics
 from streams.delivery import email, guard, webhook
+from streams.engine.metrics import WorkerMetrics
 from streams.kafka.connection import kafka_of
 from streams.matching.handler_set import HandlerSet
 from streams.model import provenance
@@ -148,11 +149,15 @@ async def execute_delivery(command: dict[str, Any], runner_name: str, handlers: 
 class Runner(Service):
     """Consumes job commands (group ``<app_id>-runner``) and produces run results."""
 
-    def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet | None = None, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet | None = None,
+                 metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topics = topics
         self.handlers = handlers
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self.metrics.gauges.lag["runner"] = self.lag
+        self._committed: dict[TopicPartition, int] = {}  # the offsets this runner committed last
         self.name_ = f"{socket.gethostname()}/{os.getpid()}"
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -248,6 +253,8 @@ class Runner(Service):
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
             result, run = await execute(command, self.name_, self.handlers, self.settings, self._http)
+            if command["job"].startswith(DELIVERY_JOB_PREFIXES):
+                self.metrics.delivery(command["job"].split(".", 1)[0], delivery_outcome(result))
             if result["status"] == "failed" and command["job"].startswith("webhook."):
                 await self._disable_if_gone(command, result)
         finally:
@@ -289,6 +296,33 @@ class Runner(Service):
             return
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The partition moved to another runner: it will run those commands again.
             log.warning("runner: commit after a rebalance failed (%s); commands will be redelivered", exc)
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, lag) of each partition assigned to this runner: the end offset it
+        last saw minus the offset it committed (a partition it has committed nothing on yet
+        is left out)."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        out = []
+        for tp in sorted(consumer.assignment()):
+            end, committed = consumer.highwater(tp), self._committed.get(tp)
+            if end is not None and committed is not None:
+                out.append((tp.topic, tp.partition, max(0, end - committed)))
+        return out
+
+
+def delivery_outcome(result: dict[str, Any]) -> str:
+    """A delivery run's outcome, a metric label: delivered, failed (may be retried) or
+    permanent_failure (the receiver refused it for good, or the listener is gone)."""
+    if result["status"] == "succeeded":
+        return "delivered"
+    try:
+        delivery = json.loads(result.get("final_state_json") or "{}").get("delivery") or {}
+    except (ValueError, AttributeError):
+        delivery = {}
+    return "permanent_failure" if delivery.get("retry") is False else "failed"
