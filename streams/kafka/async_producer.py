@@ -39,7 +39,9 @@ class ProduceError(Exception):
 
 class AsyncProducer:
     def __init__(self, kafka: KafkaConnection) -> None:
-        self._producer = client.producer(kafka, acks="all", **{"enable.idempotence": True})
+        # linger 1 ms, not the CLI's 5: a request waits for its own acknowledgement, and records
+        # that arrive while a batch is in flight are batched anyway
+        self._producer = client.producer(kafka, acks="all", **{"enable.idempotence": True, "linger.ms": 1})
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="gateway-producer", daemon=True)
         self._thread.start()
