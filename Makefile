@@ -26,7 +26,7 @@ browser:
 	.ci/install-browser
 
 test: install lint browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 bench: install
 	$(BIN)/python bench/bench_matcher.py
