@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -156,6 +157,7 @@ def main() -> None:
         if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
             spy = str(Path(sys.executable).with_name("py-spy"))
             command = [spy, "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plain agent was waited for already
         worker = subprocess.Popen(command, env=env, cwd=work, stdout=open(work / "worker.log", "wb"),
                                   stderr=subprocess.STDOUT)
         try:
@@ -217,6 +219,12 @@ def main() -> None:
         finally:
             worker.send_signal(signal.SIGINT)
             worker.wait(60)
+        # CPU the worker used for the whole run (phases 3-5, a fixed amount of work, plus its idle
+        # polling): less sensitive to a busy machine than the rates above
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        runs = args.events + int(args.rate * args.seconds) + args.chain
+        print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run (user+sys, phases 3-5)")
         if args.profile:
             print_profile(work / "profile.txt")
 
