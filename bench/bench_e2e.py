@@ -224,7 +224,9 @@ def main() -> None:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         runs = args.events + int(args.rate * args.seconds) + args.chain
-        print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run (user+sys, phases 3-5)")
+        if not args.profile:  # with --profile the child is py-spy, whose CPU is not the worker's
+            print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run "
+                  "(user+sys, phases 3-5)")
         if args.profile:
             print_profile(work / "profile.txt")
 
