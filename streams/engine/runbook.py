@@ -173,9 +173,12 @@ class RunBook:
         the queue is full: dead-lettered)."""
         run_id, job, handler_id = trigger["run_id"], trigger["job"], trigger["handler_id"]
         meta = self.runs.get(meta_key(job)) or empty_meta()
-        if (run_id in meta["running"] or self._waits(meta, job, run_id) or run_id in meta.get("waiting", ())
-                or seen(run_id)):  # "waiting": the list job records held before the w: entries
-            log.info("run %s already scheduled; trigger %s ignored", run_id, trigger["trigger_ref"])
+        # "waiting": the list job records held before the w: entries
+        why = ("running" if run_id in meta["running"] else "queued" if self._waits(meta, job, run_id)
+               else "waiting list" if run_id in meta.get("waiting", ())
+               else "settled or started in this batch" if seen(run_id) else None)
+        if why is not None:
+            log.info("run %s already scheduled (%s); trigger %s ignored", run_id, why, trigger["trigger_ref"])
             out.duplicates.append(job)
             return
         token = trigger.get("once_token")
