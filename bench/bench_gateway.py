@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from streams.contracts import topics as topics_mod  # noqa: E402
-from streams.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 DEADLINE_S = 300
 SECRET = "bench-" + uuid.uuid4().hex
@@ -120,7 +121,9 @@ def main() -> int:
         send_rate = args.events / send_s
         print(f"1. signalbox send --file:        {send_rate:>9,.0f} events/s  ({n} of {args.events} on the topic)")
 
-        port = free_port()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
         gw_env = {**env, "SIGNALBOX_GATEWAY_JWT_SECRET": SECRET, "SIGNALBOX_GATEWAY_PORT": str(port),
                   "SIGNALBOX_GATEWAY_DB_PATH": str(work / "gw.sqlite"), "SIGNALBOX_GATEWAY_MAX_BATCH_EVENTS": "1000"}
         gateway = subprocess.Popen([sys.executable, "-m", "streams", "gateway"], env=gw_env, cwd=work,

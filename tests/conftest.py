@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 from streams.contracts import topics as topics_mod
-from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 60.0  # seconds a test waits for an expected record before failing
@@ -303,7 +303,11 @@ class GatewayProcess:
     """`signalbox gateway` as a real process (uvicorn) on a free loopback port."""
 
     def __init__(self, stack: Stack, name: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
         self.stack, self.name = stack, name
         self.db = stack.workdir / f"{name}.sqlite"
         self.log = stack.workdir / f"{name}.log"

@@ -4,6 +4,7 @@ and moved by exactly the workload sent (README, "Metrics")."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,13 +16,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.engine.metrics import DEAD_LETTER_REASONS, DELIVERY_OUTCOMES, EVENT_RESULTS, TRIGGER_KINDS
-from streams.kafka.broker import free_port
 from tests.conftest import GatewayProcess, Stack, WorkerProcess, result, unique
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.broker
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def scrape(url: str) -> Samples:

@@ -29,7 +29,7 @@ from streams.contracts import avro, records
 from streams.contracts import topics as topics_mod
 from streams.delivery import secrets
 from streams.kafka import client
-from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.connection import KafkaConnection, connection_env_names
 from streams.model import provenance
 from streams.model.handler_files import load_handlers
@@ -100,6 +100,14 @@ def _start_worker(settings: Settings, log_path: Path, sinks: DevSinks, secret: s
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # we stop it ourselves on Ctrl-C, after the output drains
         )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _start_gateway(settings: Settings, log_path: Path, port: int) -> subprocess.Popen[bytes]:
@@ -209,10 +217,10 @@ def run_dev(events: int = 0) -> int:
             (topics.handlers, h.id.encode(), h.model_dump_json(exclude_none=True).encode()) for h in handlers])
         for h in handlers:
             _say(f"handler {h.id}: job {h.job}, {formatting.describe_trigger(h)}")
-        metrics_port = free_port()
+        metrics_port = _free_port()
         worker = _start_worker(settings, WORKDIR / "worker.log", sinks, secret, metrics_port)
         _say(f"worker started (pid {worker.pid}); log {WORKDIR / 'worker.log'}")
-        port = free_port()
+        port = _free_port()
         gateway = _start_gateway(settings, WORKDIR / "gateway.log", port)
         _say(f"gateway on http://127.0.0.1:{port} (OpenAPI at /docs; authentication off: dev only); "
              f"log {WORKDIR / 'gateway.log'}")

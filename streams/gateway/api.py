@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.contracts import listeners, records
 from streams.gateway.auth import HandlerReader, HandlerWriter, Principal, RunReader
-from streams.gateway.ingest import read_body
 from streams.gateway.readmodel import STATUSES, ReadModel
 from streams.kafka.async_producer import ProduceError, Record
 from streams.matching.handler_set import cycles_with
@@ -162,6 +161,8 @@ def _out(row: dict[str, Any]) -> HandlerOut:
 
 
 async def _json_body(request: Request) -> Any:
+    from streams.gateway.ingest import read_body
+
     body = await read_body(request, request.app.state.gs.max_body_bytes)
     try:
         return jsonvalue.loads(body, max_depth=jsonvalue.DEPTH_CEILING)
