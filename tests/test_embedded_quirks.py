@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
-from streams.kafka.faust_driver import fetched_highwaters
+from streams.kafka.faust_driver import fetched_highwaters, seek_to_committed_or_start
 from tests.conftest import BrokerInfo
 
 pytestmark = pytest.mark.broker
@@ -41,3 +41,42 @@ def test_fetched_highwater_counts_every_record_of_a_batch(broker: BrokerInfo):
     assert fetched == 10
     if broker.kind == "tansu":
         assert listed < 10, "tansu's ListOffsets quirk is gone: the correction may be dropped"
+
+
+def test_a_partition_without_a_committed_offset_is_read_again_from_its_start(broker: BrokerInfo):
+    """Faust seeks back to the committed offsets to re-read records it dropped during a
+    rebalance; aiokafka skips partitions with no committed offset (or offset 0), so the
+    driver seeks those to their start."""
+    topic, group = f"seek-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for p in range(3):
+        for i in range(5):
+            producer.produce(topic, value=str(i).encode(), partition=p)
+    assert producer.flush(30) == 0
+
+    async def positions() -> tuple[dict[int, int], dict[int, int | None]]:
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                                             enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tps = [aiokafka.TopicPartition(topic, p) for p in range(3)]
+            consumer.assign(tps)
+            await consumer.commit({tps[1]: 3, tps[2]: 0})  # partition 0: nothing committed
+            read = 0
+            for _ in range(30):  # every record from the committed offsets on: every position at the end
+                batch = await consumer.getmany(timeout_ms=1000)
+                read += sum(len(records) for records in batch.values())
+                if read == 12:
+                    break
+            assert read == 12  # 5 (nothing committed: the start) + 2 (from 3) + 5 (from 0)
+            committed = await seek_to_committed_or_start(consumer, "earliest")
+            return ({tp.partition: await consumer.position(tp) for tp in tps},
+                    {tp.partition: offset for tp, offset in committed.items()})
+        finally:
+            await consumer.stop()
+
+    position, committed = asyncio.run(positions())
+    assert committed == {0: None, 1: 3, 2: 0}
+    assert position == {0: 0, 1: 3, 2: 0}

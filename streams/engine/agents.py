@@ -40,7 +40,7 @@ from streams.engine.metrics import WorkerMetrics, count, install_faust_sensor
 from streams.engine.overlay import Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.connection import kafka_of
-from streams.kafka.faust_driver import register as register_tansu_driver
+from streams.kafka.faust_driver import register as register_transports
 from streams.matching.handler_set import Applied, HandlerSet
 from streams.matching.match import extract_params
 from streams.model import cron, jsonvalue, provenance
@@ -79,14 +79,13 @@ def job_partition(job: str, partitions: int) -> int:
 def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = None) -> Engine:
     handlers = handlers if handlers is not None else HandlerSet()
     embedded = settings.embedded
-    if embedded:
-        register_tansu_driver()
+    register_transports()
     settings.datadir.mkdir(parents=True, exist_ok=True)
     kafka = kafka_of(settings)
     web_port = settings.metrics_port or settings.web_port
     app = faust.App(
         settings.app_id,
-        broker=kafka.faust_broker("tansu" if embedded else "kafka"),
+        broker=kafka.faust_broker("tansu" if embedded else "signalbox"),
         broker_credentials=kafka.faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.datadir),

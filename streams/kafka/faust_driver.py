@@ -1,7 +1,18 @@
-"""A Faust transport for the embedded broker (tansu), selected by the ``tansu://`` URL.
+"""The worker's Faust transports: ``signalbox://`` for Apache Kafka, ``tansu://`` for the
+embedded broker.
 
-Two of tansu's quirks, worked around here and only here (against Apache Kafka,
-``kafka://``, Faust's stock driver is used unchanged):
+Both fix one Faust behaviour that loses records. Faust drops fetched records it cannot
+hand to a stream at that moment (a rebalance began, the partition is not active yet)
+and relies on "seek back to the committed offsets" to read them again. aiokafka's
+``seek_to_committed`` does not seek a partition that has no committed offset (or
+offset 0), so the records Faust dropped there are never read again: a worker killed before
+its first commit (a few seconds after it started) left its partitions uncommitted, and
+its successor skipped everything it had fetched during the rebalance. Here a partition
+with no committed offset is sought to the start the reset policy names (``earliest``):
+its records are read again, which the engine's de-duplication makes harmless.
+
+Two of tansu's quirks, worked around here and only here (against Apache Kafka the
+stock aiokafka consumer is used otherwise unchanged):
 
 - it holds every fetch for the client's full max wait even when data is there, and
   Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``: a produce -> agent ->
@@ -26,7 +37,27 @@ from faust.types import TP
 EMBEDDED_FETCH_MAX_WAIT_MS = 10
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+async def seek_to_committed_or_start(consumer: aiokafka.AIOKafkaConsumer, reset: str) -> Mapping[Any, int | None]:
+    """Seek every assigned partition to its committed offset; one without (or with offset
+    0, which aiokafka's ``seek_to_committed`` skips) to the start ``reset`` names
+    (``earliest``; other policies leave its position). Returns the committed offsets."""
+    committed = await consumer.seek_to_committed()
+    for tp, offset in committed.items():
+        if offset == 0:
+            consumer.seek(tp, 0)
+    fresh = [tp for tp, offset in committed.items() if offset is None or offset < 0]
+    if fresh and reset == "earliest":
+        await consumer.seek_to_beginning(*fresh)
+    return committed
+
+
+class _SeekingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return await self.call_thread(seek_to_committed_or_start, self._ensure_consumer(),
+                                      self.app.conf.consumer_auto_offset_reset)
+
+
+class _ConsumerThread(_SeekingConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
@@ -65,6 +96,15 @@ async def fetched_highwaters(servers: Any, listed: dict[TP, int], timeout: float
         await probe.stop()
 
 
+class KafkaConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _SeekingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class KafkaTransport(faust_aiokafka.Transport):
+    Consumer = KafkaConsumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -75,4 +115,6 @@ class Transport(faust_aiokafka.Transport):
 
 
 def register() -> None:
+    """Make ``signalbox://`` (Apache Kafka) and ``tansu://`` (embedded) known to Faust."""
+    drivers.TRANSPORTS.aliases.setdefault("signalbox", f"{__name__}:KafkaTransport")
     drivers.TRANSPORTS.aliases.setdefault("tansu", f"{__name__}:Transport")
