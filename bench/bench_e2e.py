@@ -314,6 +314,10 @@ def print_profile(path: Path, top: int = 25) -> None:
     print(f"profile: {samples} samples; top functions by own time (own%, total%)")
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {n / samples:6.1%} {total[frame] / samples:6.1%}  {frame[:110]}")
+    print("the project's functions by total time (own%, total%)")
+    ours = [(frame, n) for frame, n in total.items() if "streams/" in frame]
+    for frame, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        print(f"  {own.get(frame, 0) / samples:6.1%} {n / samples:6.1%}  {frame[:110]}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ MATCH_BATCH_WITHIN_S = 0.005
 SCHEDULE_BATCH_MAX = 1000
 SCHEDULE_BATCH_WITHIN_S = 0.002
 SCHEDULE_INBOX_MAX = 5000
+SCHEDULE_TRIGGER_BYTES = 128 << 10  # triggers records a batch takes (at least one), ~400 triggers
 RETRY_RESEND_S = 30.0  # a retry record not acted on is sent again after this long
 DEAD_LETTER_MAX_VALUE = 64 << 10
 TRIGGERS_RECORD_MAX_BYTES = 512 << 10  # a triggers record holds as many triggers as fit
@@ -270,8 +271,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         while True:
             await arrived.wait()
             await asyncio.sleep(SCHEDULE_BATCH_WITHIN_S)  # let a few more records join the batch
-            batch = inbox[:SCHEDULE_BATCH_MAX]
-            del inbox[:SCHEDULE_BATCH_MAX]
+            batch = take_batch(inbox)
             if not inbox:
                 arrived.clear()
             drained.set()
@@ -289,6 +289,25 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 return
             for event in batch:
                 await stream.ack(event)
+
+    def take_batch(inbox: list[Any]) -> list[Any]:
+        """The next batch, taken out of ``inbox``: every run result first (settling one frees
+        its job's slot, and the next waiting trigger is dispatched in the same batch), then
+        triggers records in arrival order up to SCHEDULE_TRIGGER_BYTES. Under a backlog of
+        triggers, a result then waits for one small batch, not for thousands of triggers to
+        be queued. Each partition's records stay in order; the two topics have no order
+        between them to keep."""
+        batch = [event for event in inbox if event.message.topic == topics.run_results][:SCHEDULE_BATCH_MAX]
+        budget = SCHEDULE_TRIGGER_BYTES
+        for event in inbox:
+            if len(batch) >= SCHEDULE_BATCH_MAX or budget <= 0:
+                break
+            if event.message.topic != topics.run_results:
+                batch.append(event)
+                budget -= len(event.message.value or b"")
+        taken = {id(event) for event in batch}
+        inbox[:] = [event for event in inbox if id(event) not in taken]
+        return batch
 
     runs_unacked: list[asyncio.Future[Any]] = []  # the last batch's job-runs changelog writes
 
