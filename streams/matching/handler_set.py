@@ -27,6 +27,7 @@ class HandlerSet:
         self._applied: dict[str, Applied] = {}
         self._after: dict[str, dict[str, Handler]] = {}
         self._by_job: dict[str, dict[str, int]] = {}  # job -> handler id -> its concurrency
+        self._cron: dict[str, Applied] = {}  # the cron handlers (the timer lists them every second)
 
     def put(self, handler: Handler, offset: int = -1, timestamp_ms: int = 0) -> None:
         """Apply (or replace) a handler; raises InvalidHandler for a flow cycle."""
@@ -39,6 +40,8 @@ class HandlerSet:
             self.events.put(handler)
         elif handler.after is not None:
             self._after.setdefault(handler.after.job, {})[handler.id] = handler
+        elif handler.cron is not None:
+            self._cron[handler.id] = self._applied[handler.id]
 
     def remove(self, handler_id: str) -> Handler | None:
         applied = self._applied.pop(handler_id, None)
@@ -53,6 +56,7 @@ class HandlerSet:
             self.events.remove(handler_id)
         elif handler.after is not None:
             self._after.get(handler.after.job, {}).pop(handler_id, None)
+        self._cron.pop(handler_id, None)
         return handler
 
     def get(self, handler_id: str) -> Handler | None:
@@ -76,7 +80,7 @@ class HandlerSet:
         return min(values.values()) if values else 1
 
     def cron(self) -> list[Applied]:
-        return [a for a in self._applied.values() if a.handler.cron is not None and a.handler.enabled]
+        return [a for a in self._cron.values() if a.handler.enabled]
 
     def after(self, upstream_job: str) -> list[Handler]:
         return [h for h in self._after.get(upstream_job, {}).values() if h.enabled]
