@@ -127,11 +127,11 @@ def _start_gateway(settings: Settings, log_path: Path, port: int) -> subprocess.
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _stop(child: subprocess.Popen[bytes] | None) -> None:
+def _stop(child: subprocess.Popen[bytes] | None, grace: float = 30) -> None:
     if child is not None and child.poll() is None:
         child.send_signal(signal.SIGTERM)
         try:
-            child.wait(30)
+            child.wait(grace)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(10)
@@ -246,8 +246,11 @@ def run_dev(events: int = 0) -> int:
         code = 1
     finally:
         _say_if_possible("stopping")
-        _stop(gateway)
-        _stop(worker)
+        # With the broker gone there is nothing to commit or flush: a short grace, not the
+        # 30 s a worker may spend retrying a dead broker.
+        grace = 30 if broker.returncode is None else 3
+        _stop(gateway, grace)
+        _stop(worker, grace)
         broker.stop()
         if sinks is not None:
             sinks.close()
@@ -266,7 +269,10 @@ def _follow(bootstrap: KafkaConnection, topics: topics_mod.Topics, broker: Embed
             children: list[subprocess.Popen[bytes]], sinks: DevSinks, later: list[bytes], started: float) -> None:
     results = 0
     last_record = time.monotonic()
-    for msg in client.follow(bootstrap, [topics.job_commands, topics.run_results, topics.dead_letter], True):
+    # The broker is local and up: a short metadata wait, so a broker that died meanwhile is
+    # reported in seconds, not after the 30 s default.
+    watched = [topics.job_commands, topics.run_results, topics.dead_letter]
+    for msg in client.follow(bootstrap, watched, True, timeout=8.0):
         for child, name in zip(children, ("worker", "gateway"), strict=True):
             if child.poll() is not None:
                 raise ChildExited(f"the {name} exited with {child.returncode}; see {WORKDIR / f'{name}.log'}")
