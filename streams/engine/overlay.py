@@ -25,6 +25,7 @@ from faust.types import TP
 Send = Callable[[str, bytes | None, bytes | None, int | None, Any], Awaitable[asyncio.Future[Any]]]
 
 _DELETED = object()
+KEY_CACHE_MAX = 50_000  # encoded table keys kept (job record keys recur in every batch)
 
 
 @contextmanager
@@ -43,12 +44,29 @@ class Overlay:
         self._writes: dict[str, tuple[Any, Any]] = {}  # key -> (event, value or _DELETED)
         self._undo: list[tuple[str, tuple[Any, Any] | None]] = []
         self._acked: dict[TP, int] = {}
+        self._raw_keys: dict[str, bytes] = {}  # key -> the store's encoding of it
+
+    def _raw_key(self, key: str) -> bytes:
+        """The store's own encoding of ``key`` (Faust's key serializer), remembered."""
+        raw = self._raw_keys.get(key)
+        if raw is None:
+            if len(self._raw_keys) >= KEY_CACHE_MAX:
+                self._raw_keys.clear()
+            raw = self._raw_keys[key] = self.table.data._encode_key(key)
+        return raw
 
     def get(self, key: str) -> Any:
         held = self._writes.get(key)
         if held is not None:
             return None if held[1] is _DELETED else held[1]
-        return self.table.get(key)
+        # What ``table.get(key)`` does (the table has no default: a missing key is None),
+        # with one store read instead of two (Mapping.get tests ``key in data`` first) and
+        # the key encoded once.
+        table = self.table
+        table.on_key_get(key)
+        store = table.data
+        raw = store._get(self._raw_key(key))
+        return None if raw is None else store._decode_value(raw)
 
     def set(self, key: str, value: Any) -> None:
         self._undo.append((key, self._writes.get(key)))
@@ -91,7 +109,7 @@ class Overlay:
             writes.sort(key=lambda kv: order(kv[0], kv[1][1] is _DELETED))
         for key, (event, value) in writes:
             partition = event.message.partition
-            raw_key = store._encode_key(key)
+            raw_key = self._raw_key(key)
             with processing(event):
                 if value is _DELETED:
                     store._del(raw_key)
