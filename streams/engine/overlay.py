@@ -110,13 +110,16 @@ class Overlay:
         for key, (event, value) in writes:
             partition = event.message.partition
             raw_key = self._raw_key(key)
-            with processing(event):
-                if value is _DELETED:
-                    store._del(raw_key)
-                    raw_value = None
-                else:
-                    raw_value = store._encode_value(value)
-                    store._set(raw_key, raw_value)
+            if value is _DELETED:
+                store._del(raw_key)  # every database that may hold the key (no current event needed)
+                raw_value = None
+            else:
+                raw_value = store._encode_value(value)
+                token = _current_event.set(weakref.ref(event))  # processing(event), inlined: per write
+                try:
+                    store._set(raw_key, raw_value)  # into the database of the event's partition
+                finally:
+                    _current_event.reset(token)
             ack = await send(topic, raw_key, raw_value, partition, None)
             ack.add_done_callback(self._acknowledged)
             acks.append(ack)
