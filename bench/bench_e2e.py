@@ -1,7 +1,7 @@
 """End-to-end benchmark on the embedded broker (not a test). One command:
 
     python bench/bench_e2e.py [--handlers 10000] [--jobs 128] [--events 20000] [--rate 1000]
-                              [--seconds 10] [--chain 300] [--root CHECKOUT]
+                              [--seconds 10] [--chain 300] [--root CHECKOUT] [--workers 1]
 
 Prints, from one run on one broker:
 1. raw consumer: events/s a confluent-kafka consumer reads from the events topic;
@@ -12,7 +12,8 @@ Prints, from one run on one broker:
 4. latency produce -> job command at a steady rate: p50, p99;
 5. one job's serial chain: N events of one job at once, runs/s from its first command
    to its last result (every run waits for the previous one to settle).
-``--root`` runs the worker from another checkout (to compare before/after in one run).
+``--root`` runs the worker from another checkout (to compare before/after in one run);
+``--workers N`` starts N workers in one group (the job partitions spread over them).
 Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
 """
 
@@ -129,7 +130,10 @@ def main() -> None:
     ap.add_argument("--chain", type=int, default=300, help="events of the serial-chain phase")
     ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose worker is measured")
     ap.add_argument("--profile", action="store_true", help="sample the worker with py-spy")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes in the app's group (scaling)")
     args = ap.parse_args()
+    if args.profile and args.workers != 1:
+        ap.error("--profile samples one worker: use it with --workers 1")
     work = Path(tempfile.mkdtemp(prefix="signalbox-bench-"))
     with EmbeddedBroker(work / "tansu.log") as broker:
         bs = KafkaConnection(broker.bootstrap_servers)  # the embedded broker: plaintext
@@ -151,15 +155,17 @@ def main() -> None:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
                "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench",
                "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
-        print(f"worker from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on")
-        command = [sys.executable, "-m", "streams", "worker", "--jobs", "bench_jobs", "--datadir",
-                   str(work / "worker"), "--loglevel", "warning"]
-        if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
-            spy = str(Path(sys.executable).with_name("py-spy"))
-            command = [spy, "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
+        print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plain agent was waited for already
-        worker = subprocess.Popen(command, env=env, cwd=work, stdout=open(work / "worker.log", "wb"),
-                                  stderr=subprocess.STDOUT)
+        workers = []
+        for w in range(args.workers):
+            command = [sys.executable, "-m", "streams", "worker", "--jobs", "bench_jobs", "--datadir",
+                       str(work / f"worker{w}"), "--loglevel", "warning"]
+            if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
+                spy = str(Path(sys.executable).with_name("py-spy"))
+                command = [spy, "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
+            workers.append(subprocess.Popen(command, env=env, cwd=work, stdout=open(work / f"worker{w}.log", "wb"),
+                                            stderr=subprocess.STDOUT))
         try:
             reader = commands_reader(bs, topics.job_commands)
             stamps: list[float] = []
@@ -217,8 +223,10 @@ def main() -> None:
             reader.close()
             chain_rate(bs, topics, args.chain)
         finally:
-            worker.send_signal(signal.SIGINT)
-            worker.wait(60)
+            for worker in workers:
+                worker.send_signal(signal.SIGINT)
+            for worker in workers:
+                worker.wait(60)
         # CPU the worker used for the whole run (phases 3-5, a fixed amount of work, plus its idle
         # polling): less sensitive to a busy machine than the rates above
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -226,7 +234,7 @@ def main() -> None:
         runs = args.events + int(args.rate * args.seconds) + args.chain
         if not args.profile:  # with --profile the child is py-spy, whose CPU is not the worker's
             print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run "
-                  "(user+sys, phases 3-5)")
+                  f"(user+sys of {args.workers} worker(s), phases 3-5)")
         if args.profile:
             print_profile(work / "profile.txt")
 
