@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # triggers a job may have waiting for its turn; one more is dead-lettered
     job_queue_max: int = Field(default=1000, ge=1)
     cron_interval_seconds: float = 1.0
+    # workers that keep a warm copy of each job partition's tables (Faust standbys): a
+    # faster failover, for the CPU of replaying every other worker's changelogs
+    standby_replicas: int = Field(default=1, ge=0)
     # networks deliveries may reach although the SSRF guard refuses them (delivery/guard.py)
     delivery_allow: str = ""
     # e-mail deliveries (delivery/email.py); the password is a secret's name, never a value

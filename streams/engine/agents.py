@@ -100,7 +100,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         # A few ms of linger lets triggers, commands and changelog writes share requests.
         producer_linger=0.005,
         topic_allow_declare=True,
-        table_standby_replicas=1,
+        table_standby_replicas=settings.standby_replicas,
     )
     metrics = WorkerMetrics()
     if web_port is not None:

@@ -1,0 +1,25 @@
+"""Worker settings that reach Faust's configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.contracts.topics import Topics
+from streams.engine.agents import build_app
+from streams.settings import Settings
+
+TOPICS = Topics.load(Path(__file__).resolve().parent.parent / "topics.yaml", "t.")
+
+
+def test_standby_replicas_reach_faust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGNALBOX_STANDBY_REPLICAS sets Faust's table standbys (default 1; 0 trades failover
+    time for CPU: README, Benchmarks)."""
+    monkeypatch.setenv("SIGNALBOX_STANDBY_REPLICAS", "0")
+    assert build_app(Settings(datadir=tmp_path / "a"), TOPICS).app.conf.table_standby_replicas == 0
+    monkeypatch.delenv("SIGNALBOX_STANDBY_REPLICAS")
+    assert build_app(Settings(datadir=tmp_path / "b"), TOPICS).app.conf.table_standby_replicas == 1
+    monkeypatch.setenv("SIGNALBOX_STANDBY_REPLICAS", "-1")
+    with pytest.raises(ValueError):
+        Settings()
