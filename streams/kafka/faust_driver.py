@@ -105,12 +105,14 @@ class KafkaTransport(faust_aiokafka.Transport):
     Consumer = KafkaConsumer
 
 
-class Consumer(faust_aiokafka.Consumer):
+class Consumer(KafkaConsumer):
+    """The Kafka consumer, plus tansu's short fetch wait and corrected high watermarks."""
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class Transport(faust_aiokafka.Transport):
+class Transport(KafkaTransport):
     Consumer = Consumer
 
 
