@@ -68,14 +68,17 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
       It never committed an offset (its commit interval is longer than its life): Faust
       drops records fetched during the rebalance and seeks back to the committed offsets,
       so partitions without one must be read again from their start (``faust_driver``).
+      Both workers run without standby tables (SIGNALBOX_STANDBY_REPLICAS=0): a worker
+      that takes a partition over restores its tables from the changelog first.
     - restart=False: 1,500 events, the victim killed at 40% after it committed, not
-      restarted."""
+      restarted; standby tables as by default."""
     tag = unique("load")
     commands, results = stack.reader(stack.topics.job_commands), stack.reader(stack.topics.run_results)
     total = 1000 if restart else 1500
     # Faust reads its settings from unprefixed environment variables
-    victim_env = {"BROKER_COMMIT_INTERVAL": "600"} if restart else {}
-    a, b = stack.start_worker(f"{tag}-a", env=victim_env), stack.start_worker(f"{tag}-b")
+    standbys = {"SIGNALBOX_STANDBY_REPLICAS": "0"} if restart else {}
+    victim_env = {"BROKER_COMMIT_INTERVAL": "600", **standbys} if restart else {}
+    a, b = stack.start_worker(f"{tag}-a", env=victim_env), stack.start_worker(f"{tag}-b", env=standbys)
     a.wait_ready()
     b.wait_ready()
     first_job = 0 if restart else 30  # each variant its own jobs: cursors start at 0
