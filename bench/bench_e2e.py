@@ -163,7 +163,10 @@ def main() -> None:
                        str(work / f"worker{w}"), "--loglevel", "warning"]
             if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
                 spy = str(Path(sys.executable).with_name("py-spy"))
-                command = [spy, "record", "--format", "raw", "-o", str(work / "profile.txt"), "--", *command]
+                # --gil: only samples that hold the GIL (idle threads waiting on a queue or in
+                # select would otherwise count as busy); --threads: the thread is a frame
+                command = [spy, "record", "--gil", "--threads", "--format", "raw", "-o", str(work / "profile.txt"),
+                           "--", *command]
             workers.append(subprocess.Popen(command, env=env, cwd=work, stdout=open(work / f"worker{w}.log", "wb"),
                                             stderr=subprocess.STDOUT))
         try:
@@ -310,16 +313,20 @@ def print_profile(path: Path, top: int = 25) -> None:
     """Self and total sample counts per function, from py-spy's collapsed stacks."""
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    threads: dict[str, int] = {}  # the first frame names the thread (py-spy --threads)
     samples = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         n = int(count)
         samples += n
+        threads[frames[0]] = threads.get(frames[0], 0) + n
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + n
-    print(f"profile: {samples} samples; top functions by own time (own%, total%)")
+    print(f"profile: {samples} samples holding the GIL; by thread: " + ", ".join(
+        f"{name[:40]} {n / samples:.0%}" for name, n in sorted(threads.items(), key=lambda kv: -kv[1])[:5]))
+    print("top functions by own time (own%, total%)")
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {n / samples:6.1%} {total[frame] / samples:6.1%}  {frame[:110]}")
     print("the project's functions by total time (own%, total%)")

@@ -35,7 +35,7 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
         print(f"signalbox worker: cannot import job module: {exc}", file=sys.stderr)
         return 2
     engine = build_app(settings, topics)
-    services = []
+    services = list(engine.services)
     if runner:
         services.append(Runner(settings, topics, engine.handlers, metrics=engine.metrics, loop=engine.app.loop))
     worker = Worker(engine.app, *services, loglevel=loglevel, redirect_stdouts=False)

@@ -39,6 +39,7 @@ from streams.engine.handler_feed import HandlerFeed
 from streams.engine.metrics import WorkerMetrics, count, install_faust_sensor
 from streams.engine.overlay import Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
+from streams.kafka.batch_consumer import BatchConsumer, committed_offsets
 from streams.kafka.connection import kafka_of
 from streams.kafka.faust_driver import register as register_transports
 from streams.matching.handler_set import Applied, HandlerSet
@@ -70,6 +71,7 @@ class Engine:
     feed: HandlerFeed
     handlers: HandlerSet
     metrics: WorkerMetrics
+    services: list[Any]  # started after the app, stopped before it (the match hop)
 
 
 def job_partition(job: str, partitions: int) -> int:
@@ -110,9 +112,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     app.add_dependency(feed)
 
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    events_topic = app.topic(topics.events, **raw)
     n = topics.job_partitions
-    for written in (topics.dead_letter, topics.triggers, topics.job_commands):
+    for written in (topics.events, topics.dead_letter, topics.triggers, topics.job_commands):
         app.topic(written, partitions=n, **raw)  # declared: Faust knows every topic it writes
 
     # Changelogs are JSON: key = job name, value = the final state object.
@@ -133,11 +134,12 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         return await app.producer.send(topic, key, value, partition, None, headers)
 
     async def dead_letter(message: Any, reason: str, value: bytes | None = None,
-                          extra: dict[str, str] | None = None, kind: str = "other") -> None:
+                          extra: dict[str, str] | None = None, kind: str = "other") -> list[asyncio.Future[Any]]:
         """Keep a record we cannot process, with its reason (``kind``: the reason's class, a
         metric label). A value too large for the dead-letter topic keeps its first
         DEAD_LETTER_MAX_VALUE bytes (header ``truncated_from``: its size); the whole record
-        stays on its own topic."""
+        stays on its own topic. Returns the broker's acknowledgement to come (none if the
+        send failed)."""
         log.warning("dead-lettered %s/%s/%s: %s", message.topic, message.partition, message.offset, reason)
         value = message.value if value is None else value
         headers = [
@@ -151,62 +153,73 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             headers.append(("truncated_from", str(len(value)).encode()))
             value = value[:DEAD_LETTER_MAX_VALUE]
         try:
-            await send_raw(topics.dead_letter, message.key, value, None, headers)
+            ack = await send_raw(topics.dead_letter, message.key, value, None, headers)
         except Exception:  # never let a dead letter take the agent down with it
             log.exception("dead letter for %s/%s/%s not written", message.topic, message.partition, message.offset)
-            return
+            return []
         metrics.dead_letter(kind)
+        return [ack]
 
-    @app.agent(events_topic, name="match")
-    async def match(stream: faust.StreamT) -> None:
-        await feed.wait_ready()
-        # Events are taken in small batches and their triggers sent as one record per job
-        # partition: the schedule step then pays Faust's per-record cost once per batch.
-        async for batch in stream.take_events(MATCH_BATCH_MAX, within=MATCH_BATCH_WITHIN_S):
-            by_partition: dict[int, list[dict[str, Any]]] = {}
-            matched = dead = 0
-            for event in batch:
-                message = event.message
-                try:
-                    doc, text = jsonvalue.load_event_text(message.value, event_limits)
-                    headers = provenance.header_map(message.headers)
-                    found = triggers_for(doc, text, message, headers)
-                except jsonvalue.NotAJsonObject as exc:
-                    dead += 1
-                    await dead_letter(message, str(exc), kind="invalid_event")
-                    continue
-                except Exception as exc:  # no event may stop the agent or its neighbours
-                    log.exception("event %s/%s/%s not matched", message.topic, message.partition, message.offset)
-                    dead += 1
-                    await dead_letter(message, f"event cannot be matched: {type(exc).__name__}: {exc}"[:1000],
-                                      kind="match_error")
-                    continue
-                if found:
-                    matched += 1
-                for trigger in found:
-                    by_partition.setdefault(job_partition(trigger["job"], n), []).append(trigger)
-            kinds: dict[tuple[str, str], int] = {}
-            for partition, triggers in by_partition.items():
-                await send_triggers(partition, triggers)
-                for trigger in triggers:
-                    count(kinds, (trigger["job"], trigger["trigger_kind"]))
-            metrics.add(metrics.events, {"matched": matched, "not_matched": len(batch) - matched - dead,
-                                         "dead_lettered": dead})
-            metrics.add(metrics.triggers, kinds)
+    async def match_batch(batch: list[Any]) -> list[asyncio.Future[Any]]:
+        """One batch of events (aiokafka records, read by ``match_hop``): their triggers
+        sent as one record per job partition, so the schedule step pays Faust's per-record
+        cost once per batch. Returns the acknowledgements to come; an event that cannot be
+        matched is dead-lettered, its neighbours go on."""
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        matched = dead = 0
+        acks: list[asyncio.Future[Any]] = []
+        for message in batch:
+            try:
+                doc, text = jsonvalue.load_event_text(message.value, event_limits)
+                headers = provenance.header_map(message.headers)
+                found = triggers_for(doc, text, message, headers)
+            except jsonvalue.NotAJsonObject as exc:
+                dead += 1
+                acks += await dead_letter(message, str(exc), kind="invalid_event")
+                continue
+            except Exception as exc:  # no event may stop the hop or its neighbours
+                log.exception("event %s/%s/%s not matched", message.topic, message.partition, message.offset)
+                dead += 1
+                acks += await dead_letter(message, f"event cannot be matched: {type(exc).__name__}: {exc}"[:1000],
+                                          kind="match_error")
+                continue
+            if found:
+                matched += 1
+            for trigger in found:
+                by_partition.setdefault(job_partition(trigger["job"], n), []).append(trigger)
+        kinds: dict[tuple[str, str], int] = {}
+        for partition, triggers in by_partition.items():
+            acks += await send_triggers(partition, triggers)
+            for trigger in triggers:
+                count(kinds, (trigger["job"], trigger["trigger_kind"]))
+        metrics.add(metrics.events, {"matched": matched, "not_matched": len(batch) - matched - dead,
+                                     "dead_lettered": dead})
+        metrics.add(metrics.triggers, kinds)
+        return acks
 
-    async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> None:
+    match_hop = BatchConsumer(
+        kafka, topics.events, f"{settings.app_id}-match", match_batch, ready=feed.wait_ready,
+        seed=lambda fresh: committed_offsets(kafka, settings.app_id, fresh),
+        max_records=MATCH_BATCH_MAX, session_timeout_ms=int(settings.session_timeout_seconds * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_seconds * 1000), fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        loop=app.loop)
+    metrics.gauges.lag["match"] = match_hop.lag
+
+    async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> list[asyncio.Future[Any]]:
         """Records on the triggers topic: JSON lists of triggers of one job partition, each
-        at most TRIGGERS_RECORD_MAX_BYTES (one trigger alone may be larger)."""
+        at most TRIGGERS_RECORD_MAX_BYTES (one trigger alone may be larger). Returns the
+        broker's acknowledgements to come."""
         # Trigger fields are strings and plain numbers (params are JSON text already), so the
         # standard library's C encoder serves; it is several times faster here.
         encoded = [json.dumps(t, separators=(",", ":")).encode() for t in triggers]
-        start, size = 0, 0
+        start, size, acks = 0, 0, []
         for i, one in enumerate(encoded):
             if i > start and size + len(one) > TRIGGERS_RECORD_MAX_BYTES:
-                await send_raw(topics.triggers, None, b"[" + b",".join(encoded[start:i]) + b"]", partition)
+                acks.append(await send_raw(topics.triggers, None, b"[" + b",".join(encoded[start:i]) + b"]", partition))
                 start, size = i, 0
             size += len(one) + 1
-        await send_raw(topics.triggers, None, b"[" + b",".join(encoded[start:]) + b"]", partition)
+        acks.append(await send_raw(topics.triggers, None, b"[" + b",".join(encoded[start:]) + b"]", partition))
+        return acks
 
     def triggers_for(doc: dict[str, Any], text: str, message: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
         """Every trigger one event starts: event handlers, flow/catch handlers, run requests."""
@@ -217,7 +230,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             matches = [m for m in matches if m.handler.webhook is None and m.handler.email is None]
         if matches:
             ref = event_identity(doc, message.topic, message.partition, message.offset)
-            timestamp = int(message.timestamp * 1000) if message.timestamp else None
+            timestamp = message.timestamp or None  # aiokafka: milliseconds
             for m in matches:
                 out.append(records.trigger_for_event(m, text, ref, timestamp, once_token(m.handler)))
         if records.is_status_event(doc):
@@ -547,10 +560,10 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 out.append((tp.topic, tp.partition, max(0, int(end) - int(committed[tp]))))
         return sorted(out)
 
-    consumed = {topics.events, topics.triggers, topics.run_results}
+    consumed = {topics.triggers, topics.run_results}  # the events topic: match_hop.lag
     metrics.gauges.jobs = job_gauges
     metrics.gauges.states = state_sizes
     metrics.gauges.handlers = lambda: len(handlers)
     metrics.gauges.lag["engine"] = engine_lag
 
-    return Engine(app=app, feed=feed, handlers=handlers, metrics=metrics)
+    return Engine(app=app, feed=feed, handlers=handlers, metrics=metrics, services=[match_hop])
