@@ -189,7 +189,7 @@ def test_a_worker_counts_a_known_workload_exactly(stack: Stack, metered, receive
     def caught_up(samples: Samples) -> None:
         lag = series(samples, "signalbox_consumer_lag")
         consumers = {dict(labels)["consumer"] for labels in lag}
-        assert consumers == {"engine", "runner"}, lag
+        assert consumers == {"match", "engine", "runner"}, lag
         assert {dict(labels)["topic"] for labels in lag} >= {stack.topics.events, stack.topics.job_commands}
         assert sum(lag.values()) == 0, lag
 

@@ -66,6 +66,10 @@ class BatchConsumer(Service):
         self._acked: dict[TopicPartition, int] = {}  # acknowledged, not yet committed
         self._committed: dict[TopicPartition, int] = {}
         self._failed = False
+        # set once the partitions of the current assignment have their starting offsets;
+        # records below a partition's seeded start were fetched before its seek: dropped
+        self._seeded = asyncio.Event()
+        self._skip_below: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
         # subscribed in the task: start() would otherwise wait for the group join
@@ -94,6 +98,10 @@ class BatchConsumer(Service):
         last_commit = time.monotonic()
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if batches and not self._seeded.is_set():
+                await self._seeded.wait()  # a rebalance is under way: its seeks first
+            batches = {tp: [r for r in fetched if r.offset >= self._skip_below.get(tp, 0)]
+                       for tp, fetched in batches.items()}
             records = [record for fetched in batches.values() for record in fetched]
             if records:
                 try:
@@ -154,6 +162,7 @@ class BatchConsumer(Service):
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Before a rebalance takes partitions away: wait for the batches in flight and
         commit them, so the next member does not read them again."""
+        self._seeded.clear()
         if self._failed:
             return
         try:
@@ -166,6 +175,13 @@ class BatchConsumer(Service):
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Partitions with no offset committed in this group start where ``seed`` says."""
+        try:
+            await self._seed(assigned)
+        finally:
+            self._seeded.set()
+
+    async def _seed(self, assigned: set[TopicPartition]) -> None:
+        self._skip_below.clear()
         if self.seed is None or not assigned or self._consumer is None:
             return
         fresh = [tp for tp in sorted(assigned) if await self._consumer.committed(tp) is None]
@@ -180,6 +196,7 @@ class BatchConsumer(Service):
         for tp, offset in starts.items():
             log.info("%s: %s/%d starts at offset %d", self.group_id, tp.topic, tp.partition, offset)
             self._consumer.seek(tp, offset)
+            self._skip_below[tp] = offset
 
     def lag(self) -> list[tuple[str, int, int]]:
         """(topic, partition, lag) of each assigned partition this consumer committed on:
