@@ -73,20 +73,26 @@ def run(command: dict[str, Any]) -> dict[str, Any]:
             "error": "first attempt fails" if fails else None, "started_at": 0, "finished_at": 1}
 
 
-def play(crash_at: tuple[int, int] | None) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+def play(crash_at: tuple[int, int] | None, keep_book: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     """Run the scenario; crash_at = (batch number, how many of its job-runs writes survive,
-    -1 for: not even its states). Returns the commands, the final stores and the batches."""
+    -1 for: not even its states). ``keep_book``: one book lives from batch to batch (with
+    its in-memory index of waiting runs), as in a worker, until the crash; else each batch
+    gets a new one (the index is read from the stores every time). Returns the commands,
+    the final stores and the batches."""
     runs: dict[str, Any] = {}
     states: dict[str, Any] = {}
     commands: list[dict[str, Any]] = []
     inbox: deque[tuple[str, dict[str, Any]]] = deque(("trigger", trigger(n, retry=n == 2)) for n in range(5))
     inbox.append(("trigger", trigger(3)))  # a replayed event while its run waits
     batch = 0
+    book: RunBook | None = None
     while inbox and batch < 200:
         kind, record = inbox[0]
         held_runs, held_states = Held(runs), Held(states)
-        book = RunBook(held_runs, held_states, StateLimits(), 1000, lambda job: 1,
-                       lambda c: json.dumps(c).encode())
+        if book is None or not keep_book:
+            book = RunBook(held_runs, held_states, StateLimits(), 1000, lambda job: 1,
+                           lambda c: json.dumps(c).encode())
+        book.runs, book.states = held_runs, held_states
 
         def seen(run_id: str, held_runs: Held = held_runs) -> bool:
             return any(run_id in v for k, v in {**runs, **held_runs.writes}.items()
@@ -115,6 +121,7 @@ def play(crash_at: tuple[int, int] | None) -> tuple[list[dict[str, Any]], dict[s
                 apply(states, list(held_states.writes.items()))
                 apply(runs, ordered[:crash_at[1]])
             crash_at = None  # the successor takes the same record again
+            book = None  # with nothing of the dead worker's memory
         else:
             apply(states, list(held_states.writes.items()))
             apply(runs, ordered)
@@ -136,8 +143,9 @@ def check(commands: list[dict[str, Any]], stores: dict[str, Any], where: str) ->
     assert meta["running"] == {} and meta["head"] == meta["tail"], f"{where}: job left {meta}"
 
 
-def test_the_scenario_without_a_crash_counts_every_trigger_once() -> None:
-    commands, stores, _ = play(None)
+@pytest.mark.parametrize("keep_book", [False, True])
+def test_the_scenario_without_a_crash_counts_every_trigger_once(keep_book: bool) -> None:
+    commands, stores, _ = play(None, keep_book)
     check(commands, stores, "no crash")
     assert [c["attempt"] for c in commands if c["run_id"] == "run-2"] == [1, 2]
 
@@ -151,7 +159,9 @@ def batches_and_writes() -> list[tuple[int, int]]:
     return points
 
 
+@pytest.mark.parametrize("keep_book", [False, True], ids=["book-per-batch", "book-kept"])
 @pytest.mark.parametrize("crash_at", batches_and_writes(), ids=lambda p: f"batch{p[0]}-writes{p[1]}")
-def test_a_crash_after_any_prefix_of_any_batch_loses_nothing_and_counts_once(crash_at: tuple[int, int]) -> None:
-    commands, stores, _ = play(crash_at)
+def test_a_crash_after_any_prefix_of_any_batch_loses_nothing_and_counts_once(crash_at: tuple[int, int],
+                                                                             keep_book: bool) -> None:
+    commands, stores, _ = play(crash_at, keep_book)
     check(commands, stores, f"crash at batch {crash_at[0]} after {crash_at[1]} job-runs writes")

@@ -1,4 +1,5 @@
-"""The Faust app: the match and schedule steps as agents, and their tables.
+"""The worker's engine: the match step (a batch consumer), the schedule step (a Faust
+agent) and its tables.
 
     events ──match──► triggers ─┐
                                 ├─schedule──► job-commands      (runner: runner.py)
@@ -6,10 +7,12 @@
 
     cron and retry timer ──► triggers      (on the worker that owns the job's partition)
 
-``match`` is stateless. ``schedule`` consumes triggers and run results, both keyed by job
-with the same partition count, so one worker owns a job's records and its tables. It
-decides with :class:`runbook.RunBook` and writes through :class:`overlay.Overlay` only
-after the broker acknowledged the commands. The tables are RocksDB-backed with
+``match`` is stateless: it runs on a batch consumer of its own
+(``kafka/batch_consumer.py``, group ``<app_id>-match``), below Faust's per-record stream
+machinery. ``schedule`` consumes triggers and run results, both keyed by job with the
+same partition count, so one worker owns a job's records and its tables. It decides
+with :class:`runbook.RunBook` and writes through :class:`overlay.Overlay` only after the
+broker acknowledged the commands. The tables are RocksDB-backed with
 changelogs, so a worker that lost its disk, or takes over a partition, gets them back:
 
 - ``job-state``: job -> last accepted final state (the cursor);
@@ -126,6 +129,14 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     runs_view, states_view = Overlay(runs), Overlay(states)
     book = RunBook(runs_view, states_view, settings.state_limits, settings.job_queue_max,
                    handlers.job_concurrency, commands_codec.encode)
+
+    async def forget_queues(app: Any, partitions: Any, **kwargs: Any) -> None:
+        """The job queues of partitions gained or lost: their index of waiting run ids is
+        read again from the table when next asked (another worker may have changed them)."""
+        book.forget_queues()
+
+    app.on_partitions_revoked.connect(forget_queues)
+    app.on_partitions_assigned.connect(forget_queues)
 
     async def send_raw(topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                        headers: Any = None) -> Any:
@@ -416,6 +427,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         except Exception as exc:
             runs_view.rollback(mark[0])
             states_view.rollback(mark[1])
+            book.forget_queues()  # its index of waiting runs may hold the unit's entries
             log.exception("%s/%s/%s: a unit not processed", message.topic, message.partition, message.offset)
             reason = f"cannot be processed: {type(exc).__name__}: {exc}"[:1000]
             one = Outputs(dead=[DeadLetter(raw() or b"", reason, kind="processing_error")])

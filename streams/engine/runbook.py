@@ -10,16 +10,17 @@ worker: Faust tables behind a write overlay, see ``engine.py``):
                                   "once": {handler id: arm token it last fired with},
                                   "cron": {handler id: last tick accepted}}``
   ``q:<job>:<seq>``               a trigger waiting its turn (``head <= seq < tail``)
-  ``w:<job>:<run_id>``            the seq of its queue entry: the run waits while
-                                  ``head <= seq < tail`` (else the entry is stale)
   ``t:<due ms>:<job>:<run_id>``   a retry due at that time -> the attempt it starts
 
-  Whether a run id was accepted is answered by the job's ``m:`` record and ``w:`` entries (waiting or
-  running) and by the de-duplication entries (``dedup.py``: runs that settled). A crash
+  Whether a run id was accepted is answered by the job's ``m:`` record (running), its
+  queue entries (waiting: an index of run id -> seq kept in memory, read from the
+  entries ``head..tail`` the first time a job's queue is asked, and dropped with
+  :meth:`RunBook.forget_queues` when the worker's partitions change or a unit's writes are
+  rolled back) and by the de-duplication entries (``dedup.py``: runs that settled). A crash
   keeps a prefix of the batch's writes (one changelog partition keeps them in order), and
-  the caller writes them in this order (``write_order``): new ``q:``, ``w:`` and ``t:``
-  entries, then de-duplication entries, then ``m:`` records, then the deletions of the
-  entries the ``m:`` records no longer point to. So whatever prefix survives, a
+  the caller writes them in this order (``write_order``): new ``q:`` and ``t:`` entries,
+  then de-duplication entries, then ``m:`` records, then the deletions of the entries the
+  ``m:`` records no longer point to. So whatever prefix survives, a
   trigger replayed after the crash is recognised (its run waits, runs, or has settled) or
   queued again in the same place, never twice; a result replayed is settled again only if
   its run is still running; a job record never points to a queue entry or timer that is
@@ -131,10 +132,6 @@ def empty_meta() -> dict[str, Any]:
     return {"running": {}, "head": 0, "tail": 0, "once": {}, "cron": {}}
 
 
-def waiting_key(job: str, run_id: str) -> str:
-    return f"w:{job}:{run_id}"
-
-
 def delivery_of(result: dict[str, Any]) -> dict[str, Any]:
     """What a delivery's run result says of it (``delivery/webhook.py``), or {}."""
     try:
@@ -149,7 +146,7 @@ def write_order(key: str, deleted: bool = False) -> int:
     """New queue entries and retry timers first, then de-duplication entries, then job
     records, then the queue entries and timers they no longer point to: any prefix of a
     batch's writes is safe to resume from (module docstring)."""
-    if deleted and key[:1] in ("q", "t", "w"):
+    if deleted and key[:1] in ("q", "t", "w"):  # w: entries of earlier versions
         return 3
     return {"q": 0, "t": 0, "w": 0, "b": 1, "m": 2}.get(key[:1], 4)
 
@@ -165,6 +162,24 @@ class RunBook:
         self.concurrency = concurrency
         self.encode = encode
         self.rng = rng or random.Random()
+        self._queued: dict[str, dict[str, int]] = {}  # job -> {run id: seq} of its queue entries
+
+    def forget_queues(self) -> None:
+        """Drop the in-memory index of waiting run ids (read again from the queue entries
+        when next asked): after the stores' writes were rolled back, or the partitions
+        this worker owns changed."""
+        self._queued.clear()
+
+    def _queue_index(self, job: str, meta: dict[str, Any]) -> dict[str, int]:
+        index = self._queued.get(job)
+        if index is None:
+            index = {}
+            for seq in range(meta["head"], meta["tail"]):
+                trigger = self.runs.get(queue_key(job, seq))
+                if trigger is not None:
+                    index[trigger["run_id"]] = seq
+            self._queued[job] = index
+        return index
 
     # -- triggers ---------------------------------------------------------------------
 
@@ -209,7 +224,7 @@ class RunBook:
                 self.runs.set(meta_key(job), meta)
                 return
             self.runs.set(queue_key(job, meta["tail"]), trigger)
-            self.runs.set(waiting_key(job, run_id), meta["tail"])
+            self._queue_index(job, meta)[run_id] = meta["tail"]
             meta["tail"] += 1
         if token is not None:
             once[handler_id] = token
@@ -246,15 +261,15 @@ class RunBook:
             if trigger is None:
                 log.warning("job %s: queue entry %s is missing; skipped", job, key)
                 continue
-            self.runs.delete(waiting_key(job, trigger["run_id"]))
+            self._queue_index(job, meta).pop(trigger["run_id"], None)
             self._dispatch(meta, trigger, now, out)
 
     def _waits(self, meta: dict[str, Any], job: str, run_id: str) -> bool:
-        """Whether the run waits in the job's queue (a ``w:`` entry outside head..tail was
-        written before a crash that lost its job record, or not yet deleted)."""
+        """Whether the run waits in the job's queue (between head and tail: an entry
+        outside was written before a crash that lost its job record)."""
         if meta["head"] == meta["tail"]:
             return False
-        seq = self.runs.get(waiting_key(job, run_id))
+        seq = self._queue_index(job, meta).get(run_id)
         return seq is not None and meta["head"] <= seq < meta["tail"]
 
     # -- retries ----------------------------------------------------------------------
