@@ -186,18 +186,21 @@ def main() -> None:
                 rate = len(stamps) / (max(stamps) - min(stamps))
                 print(f"3. signalbox worker, {args.handlers} handlers: {rate:>8,.0f} events/s -> commands"
                       f"   ({rate / plain:.1%} of the plain agent)")
+                match_rate(bs, topics, args.events, plain)
                 round_trip(bs, topics, commanded)
 
             # 4. latency at a steady rate
             latencies: list[float] = []
             to_schedule: list[float] = []  # produce -> the schedule step wrote the command
+            sent_by_run: dict[str, float] = {}  # run id -> when its event was produced
 
             def record(msg: Any) -> None:
                 cmd = avro.commands().decode(msg.value())
                 sent = json.loads(cmd["event_json"] or "{}").get("sent")
-                if sent:
-                    latencies.append(time.time() - sent)
+                if sent:  # the command's time on the broker (the reader may lag behind while it produces)
+                    latencies.append(msg.timestamp()[1] / 1000 - sent)
                     to_schedule.append(cmd["created_at"].timestamp() - sent)
+                    sent_by_run[cmd["run_id"]] = sent
 
             total = int(args.rate * args.seconds)
             p = client.producer(bs, **{"linger.ms": 0})
@@ -223,6 +226,7 @@ def main() -> None:
                 q = statistics.quantiles(to_schedule, n=100)
                 print(f"   of which produce -> command written by the schedule step: p50 {q[49] * 1000:.1f} ms, "
                       f"p99 {q[98] * 1000:.1f} ms")
+                settled_latency(bs, topics, sent_by_run)
             reader.close()
             chain_rate(bs, topics, args.chain)
         finally:
@@ -280,6 +284,47 @@ def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[t
     print("   round trip, median ms: " + ", ".join(
         f"{name} {statistics.median(v) * 1000:.0f} (p90 {statistics.quantiles(v, n=10)[8] * 1000:.0f})"
         for name, v in parts.items() if len(v) >= 2))
+
+
+def match_rate(bs: KafkaConnection, topics: topics_mod.Topics, events: int, plain: float) -> None:
+    """3a. the match step alone: events/s from its first triggers record to the one that
+    holds the last of the phase's triggers (each event matches one handler)."""
+    reader = commands_reader(bs, topics.triggers)
+    stamps: list[tuple[float, int]] = []
+    seen, end = 0, time.monotonic() + 60
+    while seen < events and time.monotonic() < end:
+        for msg in reader.consume(1000, 0.5):
+            if not msg.error():
+                n = sum(1 for t in json.loads(msg.value()) if t.get("trigger_kind") == "event")
+                stamps.append((msg.timestamp()[1] / 1000, n))
+                seen += n
+    reader.close()
+    if seen < events or len(stamps) < 2:
+        print(f"   match step: only {seen} of {events} triggers")
+        return
+    stamps.sort()
+    rate = events / max(1e-3, stamps[-1][0] - stamps[0][0])
+    print(f"   of which the match step, events -> triggers: {rate:,.0f} events/s ({rate / plain:.0%} of the plain "
+          f"agent; the commands then wait for each job's previous run to settle)")
+
+
+def settled_latency(bs: KafkaConnection, topics: topics_mod.Topics, sent_by_run: dict[str, float]) -> None:
+    """Phase 4's full pipeline: produce -> the run's result on the broker (p50, p99)."""
+    reader = commands_reader(bs, topics.run_results)
+    codec = avro.results()
+    out: dict[str, float] = {}
+    end = time.monotonic() + 30
+    while len(out) < len(sent_by_run) and time.monotonic() < end:
+        for msg in reader.consume(1000, 0.2):
+            if not msg.error():
+                run_id = codec.decode(msg.value())["run_id"]
+                if run_id in sent_by_run and run_id not in out:
+                    out[run_id] = msg.timestamp()[1] / 1000 - sent_by_run[run_id]
+    reader.close()
+    if len(out) >= 2:
+        q = statistics.quantiles(list(out.values()), n=100)
+        print(f"   produce -> result (settled): p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms "
+              f"({len(out)}/{len(sent_by_run)} measured)")
 
 
 def chain_rate(bs: KafkaConnection, topics: topics_mod.Topics, n: int) -> None:
