@@ -2,6 +2,7 @@
 
     python bench/bench_e2e.py [--handlers 10000] [--jobs 128] [--events 20000] [--rate 1000]
                               [--seconds 10] [--chain 300] [--root CHECKOUT] [--workers 1]
+                              [--runner-process]
 
 Prints, from one run on one broker:
 1. raw consumer: events/s a confluent-kafka consumer reads from the events topic;
@@ -13,7 +14,8 @@ Prints, from one run on one broker:
 5. one job's serial chain: N events of one job at once, runs/s from its first command
    to its last result (every run waits for the previous one to settle).
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
-``--workers N`` starts N workers in one group (the job partitions spread over them).
+``--workers N`` starts N workers in one group (the job partitions spread over them);
+``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them.
 Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
 """
 
@@ -131,9 +133,11 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose worker is measured")
     ap.add_argument("--profile", action="store_true", help="sample the worker with py-spy")
     ap.add_argument("--workers", type=int, default=1, help="worker processes in the app's group (scaling)")
+    ap.add_argument("--runner-process", action="store_true",
+                    help="run the jobs in a `signalbox runner` process of its own (workers get --no-runner)")
     args = ap.parse_args()
-    if args.profile and args.workers != 1:
-        ap.error("--profile samples one worker: use it with --workers 1")
+    if args.profile and (args.workers != 1 or args.runner_process):
+        ap.error("--profile samples one worker: use it with --workers 1, without --runner-process")
     work = Path(tempfile.mkdtemp(prefix="signalbox-bench-"))
     with EmbeddedBroker(work / "tansu.log") as broker:
         bs = KafkaConnection(broker.bootstrap_servers)  # the embedded broker: plaintext
@@ -155,12 +159,18 @@ def main() -> None:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
                "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench",
                "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
-        print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on")
+        print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on"
+              + (" (a process of its own)" if args.runner_process else ""))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plain agent was waited for already
         workers = []
+        if args.runner_process:
+            workers.append(subprocess.Popen([sys.executable, "-m", "streams", "runner", "--jobs", "bench_jobs",
+                                             "--loglevel", "warning"], env=env, cwd=work,
+                                            stdout=open(work / "runner.log", "wb"), stderr=subprocess.STDOUT))
         for w in range(args.workers):
             command = [sys.executable, "-m", "streams", "worker", "--jobs", "bench_jobs", "--datadir",
-                       str(work / f"worker{w}"), "--loglevel", "warning"]
+                       str(work / f"worker{w}"), "--loglevel", "warning",
+                       *(["--no-runner"] if args.runner_process else [])]
             if args.profile:  # py-spy samples the worker for the whole run; its top lines are printed at the end
                 spy = str(Path(sys.executable).with_name("py-spy"))
                 # --gil: only samples that hold the GIL (idle threads waiting on a queue or in
@@ -241,7 +251,8 @@ def main() -> None:
         runs = args.events + int(args.rate * args.seconds) + args.chain
         if not args.profile:  # with --profile the child is py-spy, whose CPU is not the worker's
             print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run "
-                  f"(user+sys of {args.workers} worker(s), phases 3-5)")
+                  f"(user+sys of {args.workers} worker(s){' and the runner' if args.runner_process else ''}, "
+                  "phases 3-5)")
         if args.profile:
             print_profile(work / "profile.txt")
 

@@ -487,6 +487,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(settings, load_topics(settings), args.jobs, runner=not args.no_runner, loglevel=args.loglevel)
 
 
+def cmd_runner(args: argparse.Namespace) -> int:
+    from streams.cli.worker import run_runner
+
+    settings = connect(args)
+    if args.metrics_port:
+        settings.metrics_port = args.metrics_port
+    return run_runner(settings, load_topics(settings), args.jobs, loglevel=args.loglevel)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from streams.cli.dev import run_dev
     from streams.kafka.broker import BrokerError
@@ -705,9 +714,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int,
                    help="serve /metrics (Prometheus) on SIGNALBOX_WEB_HOST:PORT, 127.0.0.1 by default "
                         "(env SIGNALBOX_METRICS_PORT; the same server as --web-port)")
-    p.add_argument("--no-runner", action="store_true", help="do not run jobs here (external executors do)")
+    p.add_argument("--no-runner", action="store_true",
+                   help="do not run jobs here (`signalbox runner` processes or external executors do)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("runner", parents=[common], help="run jobs only: the built-in runner as a process of its own "
+                       "(next to workers started with --no-runner)")
+    p.add_argument("--jobs", action="append", default=[], metavar="MODULE|FILE",
+                   help="import MODULE (current directory first, then the path) or a .py FILE for its @job functions")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve /metrics (Prometheus) on SIGNALBOX_WEB_HOST:PORT, 127.0.0.1 by default "
+                        "(env SIGNALBOX_METRICS_PORT)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_runner)
 
     p = sub.add_parser("tail", parents=[common], help="print run results as they arrive")
     p.add_argument("--commands", action="store_true", help="print job commands too")

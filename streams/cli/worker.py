@@ -6,38 +6,52 @@ import asyncio
 import sys
 
 from faust import Worker
+from mode import Worker as ServiceWorker
+from prometheus_client import start_http_server
 
 from streams import jobs
 from streams.contracts import topics as topics_mod
 from streams.engine.agents import build_app
+from streams.engine.handler_feed import HandlerFeed
+from streams.engine.metrics import WorkerMetrics
 from streams.kafka import aio_check, client
 from streams.kafka.connection import kafka_of
+from streams.matching.handler_set import HandlerSet
 from streams.runner.service import Runner
 from streams.settings import Settings
 
 
-def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
-               loglevel: str = "info") -> int:
+def preflight(command: str, settings: Settings, topics: topics_mod.Topics, job_modules: list[str]) -> int | None:
+    """Check the broker and its topics, import the job modules: an exit code, or None."""
     try:  # aiokafka's view of the connection: a TLS or SASL failure is one line, not a retry loop
         asyncio.run(aio_check.check(kafka_of(settings)))
     except client.BrokerUnreachable as exc:
-        print(f"signalbox worker: {exc}", file=sys.stderr)
+        print(f"signalbox {command}: {exc}", file=sys.stderr)
         return 1
     problems = topics_mod.check(client.admin(kafka_of(settings)), topics)
     if problems:
-        print("signalbox worker: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
+        print(f"signalbox {command}: the broker's topics differ from topics.yaml; not starting:", file=sys.stderr)
         for line in problems:
             print(f"  {line}", file=sys.stderr)
         return 2
     try:
         jobs.load_modules(job_modules)
     except ImportError as exc:
-        print(f"signalbox worker: cannot import job module: {exc}", file=sys.stderr)
+        print(f"signalbox {command}: cannot import job module: {exc}", file=sys.stderr)
         return 2
+    return None
+
+
+def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
+               loglevel: str = "info") -> int:
+    failed = preflight("worker", settings, topics, job_modules)
+    if failed is not None:
+        return failed
     engine = build_app(settings, topics)
     services = list(engine.services)
     if runner:
-        services.append(Runner(settings, topics, engine.handlers, metrics=engine.metrics, loop=engine.app.loop))
+        services.append(Runner(settings, topics, engine.handlers, metrics=engine.metrics,
+                               ready=engine.feed.wait_ready, loop=engine.app.loop))
     worker = Worker(engine.app, *services, loglevel=loglevel, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG at levels >= WARNING, which
     # makes every debug call in the hot path build a log record (10% of a busy worker).
@@ -49,3 +63,32 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
         print(f"signalbox worker: metrics at http://{settings.web_host}:{port}/metrics", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0
+
+
+def run_runner(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], loglevel: str = "info") -> int:
+    """The built-in runner alone (``signalbox runner``): job commands in, run results out,
+    in the group ``<app_id>-runner``, next to workers started with ``--no-runner``. It
+    keeps its own copy of the handlers (for webhook and e-mail runs) and serves /metrics
+    on ``--metrics-port``."""
+    failed = preflight("runner", settings, topics, job_modules)
+    if failed is not None:
+        return failed
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    metrics = WorkerMetrics()
+    handlers = HandlerSet()
+    feed = HandlerFeed(settings, topics, handlers, metrics=metrics, loop=loop)
+    runner = Runner(settings, topics, handlers, metrics=metrics, ready=feed.wait_ready, loop=loop)
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.web_host, registry=metrics.registry)
+        print(f"signalbox runner: metrics at http://{settings.web_host}:{settings.metrics_port}/metrics",
+              file=sys.stderr, flush=True)
+    print(f"signalbox runner: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
+    RunnerWorker(feed, runner, loglevel=loglevel, redirect_stdouts=False, loop=loop).execute_from_commandline()
+    return 0
+
+
+class RunnerWorker(ServiceWorker):
+    async def on_started(self) -> None:
+        self.log.info("Ready")  # as a Faust worker says it (its services have started)
+        await super().on_started()

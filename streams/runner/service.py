@@ -19,6 +19,7 @@ import socket
 import time
 import traceback
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -150,8 +151,12 @@ class Runner(Service):
     """Consumes job commands (group ``<app_id>-runner``) and produces run results."""
 
     def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet | None = None,
-                 metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
+                 metrics: WorkerMetrics | None = None, ready: Callable[[], Awaitable[Any]] | None = None,
+                 **kwargs: Any) -> None:
+        """``ready``: awaited before the first command is read (the handler feed has read
+        the handlers topic: a delivery run needs its listener)."""
         super().__init__(**kwargs)
+        self.ready = ready
         self.settings = settings
         self.topics = topics
         self.handlers = handlers
@@ -205,7 +210,10 @@ class Runner(Service):
         a slow job holds up nothing but its own slot; commit, per partition, the offsets
         below the oldest command whose result is not yet acknowledged."""
         assert self._consumer is not None
+        if self.ready is not None:
+            await self.ready()
         self._consumer.subscribe([self.topics.job_commands])
+        log.info("runner: reading job commands (group %s-runner)", self.settings.app_id)
         s = self.settings
         job_slots = asyncio.Semaphore(s.runner_concurrency)
         # deliveries wait on the network, not the CPU: a pool of their own, so a slow
