@@ -1,11 +1,14 @@
-"""Benchmark part 1: the matcher alone (no broker, no JSON parsing in the timed loop).
+"""Benchmark part 1: the matcher alone (no broker; no JSON parsing in the timed loop unless --with-parse).
 
-    python bench/bench_matcher.py [--seconds 3] [--sizes 10,1000,10000,100000] [--profile]
+    python bench/bench_matcher.py [--seconds 3] [--sizes 10,1000,10000,100000] [--profile] [--with-parse]
 
 For each handler count it builds an index of a realistic mix of handlers and times
 ``index.match(event)`` over events of about 300 bytes that each hit about one handler.
 It prints events/s per size and the ratio of the 10,000-handler rate to the 10-handler
-rate. ``--profile`` runs pyinstrument (``pip install pyinstrument``) on the 10,000-handler
+rate. ``--with-parse`` times raw event bytes parsed as the worker parses them
+(``jsonvalue.load_event_text``) and then matched, and the parse alone: the figure to set
+beside event-ruler's and quamina's, whose rates include their JSON parsing.
+``--profile`` runs pyinstrument (``pip install pyinstrument``) on the 10,000-handler
 loop and prints its top lines.
 
 The mix (per handler, seeded): jsonb ``match`` equality on 1-3 fields (30%), EventBridge
@@ -152,6 +155,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="10,1000,10000,100000")
     ap.add_argument("--events", type=int, default=5000, help="distinct events per size")
     ap.add_argument("--profile", action="store_true", help="pyinstrument the 10,000-handler loop")
+    ap.add_argument("--with-parse", action="store_true",
+                    help="time the raw event bytes parsed as the worker parses them (jsonvalue.load_event_text, "
+                         "limits on), then matched; also prints the parse alone")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -163,11 +169,17 @@ def main() -> int:
     small: tuple[Index, list[dict[str, Any]]] | None = None
     ratio: float | None = None
     profiled: tuple[Index, list[dict[str, Any]]] | None = None
+    if args.with_parse:
+        raw = [jsonvalue.dumps(e).encode() for e in events_for(10, args.events)]
+        parse_only = rate(ParseOnly(), raw, args.seconds)[0]  # type: ignore[arg-type]
+        print(f"parse alone (jsonvalue.load_event_text): {parse_only:,.0f} events/s")
     for n in sizes:
         index, build_s, _ = build(n)
         events = events_for(n, args.events)
-        median, best, per_event = rate(index, events, args.seconds)
         candidates = sum(len(index.candidates(e)) for e in events[:1000]) / min(len(events), 1000)
+        if args.with_parse:  # raw bytes in, as the match step gets them
+            index, events = WithParse(index), [jsonvalue.dumps(e).encode() for e in events]  # type: ignore[assignment]
+        median, best, per_event = rate(index, events, args.seconds)
         rates[n] = median
         print(f"{n:>9} {build_s:>8.2f} {median:>10,.0f} {best:>10,.0f} {per_event:>14.2f} {candidates:>17.2f}")
         if n == 10:
@@ -183,6 +195,23 @@ def main() -> int:
     if profiled is not None:
         profile(*profiled)
     return 0
+
+
+class WithParse:
+    """``index.match`` on raw bytes: parsed first, as the worker's match step does."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def match(self, raw: bytes) -> list[Any]:
+        doc, _ = jsonvalue.load_event_text(raw)
+        return self.index.match(doc)
+
+
+class ParseOnly:
+    def match(self, raw: bytes) -> list[Any]:
+        jsonvalue.load_event_text(raw)
+        return []
 
 
 def profile(index: Index, events: list[dict[str, Any]]) -> None:
