@@ -9,8 +9,10 @@ Prints, from one run on one broker:
 2. plain Faust agent that only decodes the events (the framework's ceiling): events/s;
 3. the signalbox worker (with its runner: a job's next command waits for its previous run
    to settle), events topic -> job commands, H handlers spread over J jobs: events/s,
-   and its ratio to (2);
-4. latency produce -> job command at a steady rate: p50, p99;
+   and its ratio to (2); of which the match step alone (events -> triggers records) and
+   the schedule step's intake (runs accepted: queued or commanded), each against (2);
+   every run settled: runs/s; where a job's round trip goes;
+4. latency produce -> job command at a steady rate: p50, p99; produce -> result settled;
 5. one job's serial chain: N events of one job at once, runs/s from its first command
    to its last result (every run waits for the previous one to settle).
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
@@ -197,6 +199,7 @@ def main() -> None:
                 print(f"3. signalbox worker, {args.handlers} handlers: {rate:>8,.0f} events/s -> commands"
                       f"   ({rate / plain:.1%} of the plain agent)")
                 match_rate(bs, topics, args.events, plain)
+                intake_rate(bs, commanded, args.events, plain)
                 round_trip(bs, topics, commanded)
 
             # 4. latency at a steady rate
@@ -317,6 +320,32 @@ def match_rate(bs: KafkaConnection, topics: topics_mod.Topics, events: int, plai
     rate = events / max(1e-3, stamps[-1][0] - stamps[0][0])
     print(f"   of which the match step, events -> triggers: {rate:,.0f} events/s ({rate / plain:.0%} of the plain "
           f"agent; the commands then wait for each job's previous run to settle)")
+
+
+def intake_rate(bs: KafkaConnection, commanded: list[tuple[str, str, float]], events: int, plain: float) -> None:
+    """3b. the schedule step's intake: events/s from the first run it accepted to the last,
+    a run accepted when its trigger was queued (a ``q:`` record on the ``job-runs``
+    changelog, Faust's topic ``bench-job-runs-changelog``) or, never queued, commanded."""
+    reader = commands_reader(bs, "bench-job-runs-changelog")
+    accepted: dict[str, float] = {}
+    end = time.monotonic() + 60
+    idle = 0
+    while time.monotonic() < end and idle < 4:
+        msgs = [m for m in reader.consume(1000, 0.5) if not m.error()]
+        idle = 0 if msgs else idle + 1
+        for msg in msgs:
+            if (msg.key() or b"").startswith(b'"q:') and msg.value():
+                accepted.setdefault(json.loads(msg.value())["run_id"], msg.timestamp()[1] / 1000)
+    reader.close()
+    for _, run_id, at in commanded:
+        accepted.setdefault(run_id, at)
+    stamps = sorted(accepted[run_id] for _, run_id, _ in commanded if run_id in accepted)
+    if len(stamps) < events:
+        print(f"   schedule step intake: only {len(stamps)} of {events} runs found")
+        return
+    rate = events / max(1e-3, stamps[-1] - stamps[0])
+    print(f"   of which the schedule step's intake, runs accepted (queued or commanded): {rate:,.0f} events/s "
+          f"({rate / plain:.0%} of the plain agent)")
 
 
 def settled_latency(bs: KafkaConnection, topics: topics_mod.Topics, sent_by_run: dict[str, float]) -> None:
