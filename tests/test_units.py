@@ -153,7 +153,7 @@ def test_docker_compose_commands_are_real_cli_commands():
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     parser = build_parser()
-    for service in ("topics", "worker"):
+    for service in ("topics", "worker", "runner"):
         args = parser.parse_args(compose["services"][service]["command"])
         assert callable(args.func)
     assert compose["services"]["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
