@@ -36,6 +36,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from streams.kafka.connection import KafkaConnection
+from streams.kafka.lag import assigned_lag
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ class BatchConsumer(Service):
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
             if batches and not self._seeded.is_set():
                 await self._seeded.wait()  # a rebalance is under way: its seeks first
-            batches = {tp: [r for r in fetched if r.offset >= self._skip_below.get(tp, 0)]
-                       for tp, fetched in batches.items()}
+            if self._skip_below:  # only after a seeded start: no per-record work otherwise
+                batches = {tp: [r for r in fetched if r.offset >= self._skip_below.get(tp, 0)]
+                           for tp, fetched in batches.items()}
             records = [record for fetched in batches.values() for record in fetched]
             if records:
                 try:
@@ -199,17 +201,8 @@ class BatchConsumer(Service):
             self._skip_below[tp] = offset
 
     def lag(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, lag) of each assigned partition this consumer committed on:
-        the end offset it last saw minus its committed offset."""
-        consumer = self._consumer
-        if consumer is None:
-            return []
-        out = []
-        for tp in sorted(consumer.assignment()):
-            end, committed = consumer.highwater(tp), self._committed.get(tp)
-            if end is not None and committed is not None:
-                out.append((tp.topic, tp.partition, max(0, end - committed)))
-        return out
+        """(topic, partition, lag) of each assigned partition (``kafka/lag.py``)."""
+        return assigned_lag(self._consumer, self._committed)
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -33,6 +33,7 @@ from streams.contracts.topics import Topics
 from streams.delivery import email, guard, webhook
 from streams.engine.metrics import WorkerMetrics
 from streams.kafka.connection import kafka_of
+from streams.kafka.lag import assigned_lag
 from streams.matching.handler_set import HandlerSet
 from streams.model import provenance
 from streams.settings import Settings
@@ -310,18 +311,8 @@ class Runner(Service):
             log.warning("runner: commit after a rebalance failed (%s); commands will be redelivered", exc)
 
     def lag(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, lag) of each partition assigned to this runner: the end offset it
-        last saw minus the offset it committed (a partition it has committed nothing on yet
-        is left out)."""
-        consumer = self._consumer
-        if consumer is None:
-            return []
-        out = []
-        for tp in sorted(consumer.assignment()):
-            end, committed = consumer.highwater(tp), self._committed.get(tp)
-            if end is not None and committed is not None:
-                out.append((tp.topic, tp.partition, max(0, end - committed)))
-        return out
+        """(topic, partition, lag) of each assigned partition (``kafka/lag.py``)."""
+        return assigned_lag(self._consumer, self._committed)
 
 
 def delivery_outcome(result: dict[str, Any]) -> str:
