@@ -126,17 +126,26 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     runs = app.Table("job-runs", partitions=n, key_type=str, default=None)
     dedup = RunDedup(app, runs, int(settings.dedup_retention_seconds * 1000), settings.dedup_sweep_interval_seconds)
     commands_codec, results_codec = avro.commands(), avro.results()
-    runs_view, states_view = Overlay(runs), Overlay(states)
+    def changelog_refused(exc: BaseException) -> None:
+        # A table write the broker refused is in neither the changelog nor RocksDB: the
+        # worker stops, as when a command is refused, and its successor replays the batch.
+        log.critical("a table's changelog record was refused (%r); stopping this worker", exc)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    runs_view, states_view = Overlay(runs, changelog_refused), Overlay(states, changelog_refused)
     book = RunBook(runs_view, states_view, settings.state_limits, settings.job_queue_max,
                    handlers.job_concurrency, commands_codec.encode)
 
-    async def forget_queues(app: Any, partitions: Any, **kwargs: Any) -> None:
-        """The job queues of partitions gained or lost: their index of waiting run ids is
-        read again from the table when next asked (another worker may have changed them)."""
+    async def partitions_moved(app: Any, partitions: Any, **kwargs: Any) -> None:
+        """Partitions gained or lost: the table writes on their way settle into RocksDB, and
+        the job queues' index of waiting run ids is read again from the table when next
+        asked (another worker may have changed them)."""
+        await runs_view.settle()
+        await states_view.settle()
         book.forget_queues()
 
-    app.on_partitions_revoked.connect(forget_queues)
-    app.on_partitions_assigned.connect(forget_queues)
+    app.on_partitions_revoked.connect(partitions_moved)
+    app.on_partitions_assigned.connect(partitions_moved)
 
     async def send_raw(topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                        headers: Any = None) -> Any:

@@ -1,10 +1,16 @@
-"""Faust table writes held back until the commands they describe are acknowledged.
+"""Faust table writes held back until the commands they describe are acknowledged, and
+kept out of the local RocksDB until their changelog records are.
 
 The schedule step decides a whole batch first, sends the batch's commands, waits for the
-broker's acknowledgements, and only then writes its tables: a table write lands in the
-local RocksDB at once and survives a kill -9, so written earlier it could say a command
-was sent that never reached Kafka. :class:`Overlay` reads through to the table and keeps
-the writes (with the record each was made for) until :meth:`Overlay.apply`.
+broker's acknowledgements, and only then writes its tables. A table write would land in
+the local RocksDB at once and survive a kill -9 there, whether or not its changelog
+record reached Kafka: a worker restarted on the same data directory then reads a mix of
+its own lost writes and the older records its recovery replays (a queue entry deleted
+locally while the job record replayed still points at it, a state a replayed job record
+does not know of). So :meth:`Overlay.apply` sends the changelog records and writes each
+one into RocksDB only when the broker has acknowledged it, in acknowledgement order: the
+local database is always a prefix of its changelog partition, as on a fresh disk. Until
+then the write stays readable here (:meth:`Overlay.get`).
 
 Faust writes a table entry to the changelog partition of the record being processed (the
 "current event"); :func:`processing` sets it for code outside a stream iteration.
@@ -16,6 +22,7 @@ import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from faust.streams import _current_event, current_event
@@ -39,11 +46,16 @@ def processing(event: Any) -> Iterator[None]:
 
 
 class Overlay:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, on_failure: Callable[[BaseException], None] | None = None) -> None:
         self.table = table
+        self.on_failure = on_failure  # a changelog record the broker refused (the worker must stop)
         self._writes: dict[str, tuple[Any, Any]] = {}  # key -> (event, value or _DELETED)
         self._undo: list[tuple[str, tuple[Any, Any] | None]] = []
-        self._acked: dict[TP, int] = {}
+        # applied, changelog acknowledgement pending: key -> (write number, value or _DELETED)
+        self._sent: dict[str, tuple[int, Any]] = {}
+        self._unacked: set[asyncio.Future[Any]] = set()
+        self._written = 0  # writes applied so far (numbers the entries of _sent)
+        self._acked: dict[TP, int] = {}  # changelog offsets whose writes are in RocksDB
         self._raw_keys: dict[str, bytes] = {}  # key -> the store's encoding of it
 
     def _raw_key(self, key: str) -> bytes:
@@ -57,6 +69,8 @@ class Overlay:
 
     def get(self, key: str) -> Any:
         held = self._writes.get(key)
+        if held is None:
+            held = self._sent.get(key)
         if held is not None:
             return None if held[1] is _DELETED else held[1]
         # What ``table.get(key)`` does (the table has no default: a missing key is None),
@@ -92,47 +106,75 @@ class Overlay:
         return bool(self._writes)
 
     async def apply(self, send: Send, order: Callable[[str, bool], int] | None = None) -> list[asyncio.Future[Any]]:
-        """Write everything held: to the table's RocksDB, and to its changelog, each under the
-        partition of the record it was made for.
+        """Send everything held to the table's changelog, each under the partition of the
+        record it was made for; each write reaches the table's RocksDB once its record is
+        acknowledged (module docstring).
 
         The changelog records go straight to the producer with ``send`` (they are
         acknowledged before Faust commits: it flushes the producer first), not through
         Faust's one-at-a-time table buffer and its per-record bookkeeping, which made
         table writes the schedule step's main cost. The changelog offsets the store
-        persists (where a restart resumes reading) are set once per partition, as the
-        acknowledgements arrive. Returns the acknowledgements to come, in write order."""
-        store = self.table.data
+        persists (where a restart resumes reading) are set once per partition and batch,
+        up to the last write already in RocksDB. Returns the acknowledgements to come, in
+        write order."""
         topic = self.table.changelog_topic.get_topic_name()
         acks: list[asyncio.Future[Any]] = []
         writes = list(self._writes.items())
         if order is not None:
             writes.sort(key=lambda kv: order(kv[0], kv[1][1] is _DELETED))
-        for key, (event, value) in writes:
-            partition = event.message.partition
-            raw_key = self._raw_key(key)
-            if value is _DELETED:
-                store._del(raw_key)  # every database that may hold the key (no current event needed)
-                raw_value = None
-            else:
-                raw_value = store._encode_value(value)
-                token = _current_event.set(weakref.ref(event))  # processing(event), inlined: per write
-                try:
-                    store._set(raw_key, raw_value)  # into the database of the event's partition
-                finally:
-                    _current_event.reset(token)
-            ack = await send(topic, raw_key, raw_value, partition, None)
-            ack.add_done_callback(self._acknowledged)
-            acks.append(ack)
         self._writes.clear()
         self._undo.clear()
-        for tp, offset in self._acked.items():
-            self.table.data.set_persisted_offset(tp, offset)
-        self._acked.clear()
+        self._persist_offsets()
+        store = self.table.data
+        for key, (event, value) in writes:
+            raw_key = self._raw_key(key)
+            raw_value = None if value is _DELETED else store._encode_value(value)
+            self._written += 1
+            self._sent[key] = (self._written, value)
+            ack = await send(topic, raw_key, raw_value, event.message.partition, None)
+            self._unacked.add(ack)
+            ack.add_done_callback(partial(self._landed, key, self._written, event, raw_key, raw_value))
+            acks.append(ack)
         return acks
 
-    def _acknowledged(self, ack: asyncio.Future[Any]) -> None:
+    def _landed(self, key: str, number: int, event: Any, raw_key: bytes, raw_value: bytes | None,
+                ack: asyncio.Future[Any]) -> None:
+        """A changelog record acknowledged (callbacks run in acknowledgement order, which is
+        a partition's offset order): its write goes into RocksDB. A later write of the
+        same key lands after it, so the database holds each partition's prefix."""
+        self._unacked.discard(ack)
         if ack.cancelled() or ack.exception() is not None:
-            return  # the producer's flush before the next commit raises it
+            if self.on_failure is not None:
+                self.on_failure(ack.exception() if not ack.cancelled() else asyncio.CancelledError())
+            return
+        store = self.table.data
+        if raw_value is None:
+            store._del(raw_key)  # every database that may hold the key (no current event needed)
+        else:
+            token = _current_event.set(weakref.ref(event))  # processing(event), inlined: per write
+            try:
+                store._set(raw_key, raw_value)  # into the database of the event's partition
+            finally:
+                _current_event.reset(token)
+        sent = self._sent.get(key)
+        if sent is not None and sent[0] == number:
+            del self._sent[key]
         meta = ack.result()
         tp = TP(meta.topic, meta.partition)
         self._acked[tp] = max(self._acked.get(tp, -1), meta.offset)
+
+    def _persist_offsets(self) -> None:
+        for tp, offset in self._acked.items():
+            self.table.data.set_persisted_offset(tp, offset)
+        self._acked.clear()
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait for the changelog records on their way (their writes reach RocksDB), then
+        read only from RocksDB: before the worker's partitions change hands (another
+        worker may write them next). A record not acknowledged by then is dropped from
+        this view; if the broker took it, the next recovery replays it."""
+        if self._unacked:
+            await asyncio.wait(list(self._unacked), timeout=timeout)
+            await asyncio.sleep(0)  # the acknowledgements' callbacks
+        self._sent.clear()
+        self._persist_offsets()

@@ -1,0 +1,248 @@
+"""The schedule step's table overlay keeps RocksDB a prefix of the changelog.
+
+A write reaches the local database only once its changelog record is acknowledged, in
+acknowledgement order, so a worker killed -9 and restarted on the same data directory
+finds in RocksDB nothing its changelog lacks (its recovery then replays the rest). Before
+this, the overlay wrote RocksDB at once: a restart mixed the lost writes of the last batch
+with the older records its recovery replayed (a queue entry deleted locally while the
+replayed job record still pointed at it), and a run was commanded twice with two states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from streams.engine.overlay import Overlay, processing
+from streams.engine.runbook import write_order
+
+TOPIC = "app-job-runs-changelog"
+
+
+@dataclass
+class Message:
+    partition: int
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+@dataclass
+class Meta:
+    topic: str
+    partition: int
+    offset: int
+
+
+class Store:
+    """The parts of Faust's RocksDB store the overlay uses: one database per partition."""
+
+    def __init__(self) -> None:
+        self.dbs: dict[int, dict[bytes, bytes]] = {}
+        self.persisted: dict[Any, int] = {}
+
+    def _encode_key(self, key: str) -> bytes:
+        return json.dumps(key).encode()
+
+    def _encode_value(self, value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    def _decode_value(self, raw: bytes) -> Any:
+        return json.loads(raw)
+
+    def _get(self, raw_key: bytes) -> bytes | None:
+        for db in self.dbs.values():
+            if raw_key in db:
+                return db[raw_key]
+        return None
+
+    def _set(self, raw_key: bytes, raw_value: bytes) -> None:
+        from faust.streams import current_event
+
+        event = current_event()
+        assert event is not None, "a RocksDB write needs the record it was made for"
+        self.dbs.setdefault(event.message.partition, {})[raw_key] = raw_value
+
+    def _del(self, raw_key: bytes) -> None:
+        for db in self.dbs.values():
+            db.pop(raw_key, None)
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+    def plain(self) -> dict[str, Any]:
+        return {json.loads(k): json.loads(v) for db in self.dbs.values() for k, v in db.items()}
+
+
+class ChangelogTopic:
+    def get_topic_name(self) -> str:
+        return TOPIC
+
+
+class Table:
+    def __init__(self) -> None:
+        self.data = Store()
+        self.changelog_topic = ChangelogTopic()
+
+    def on_key_get(self, key: str) -> None:
+        pass
+
+
+class Broker:
+    """A changelog whose acknowledgements the test hands out: records get offsets as sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes | None, int, asyncio.Future[Any]]] = []
+        self.offsets: dict[int, int] = {}
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                   headers: Any) -> asyncio.Future[Any]:
+        assert topic == TOPIC and key is not None and partition is not None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((key, value, partition, fut))
+        return fut
+
+    def ack(self, n: int | None = None) -> None:
+        """Acknowledge the first n records not yet acknowledged (all by default)."""
+        pending = [s for s in self.sent if not s[3].done()]
+        for _key, _value, partition, fut in pending[:n]:
+            offset = self.offsets.get(partition, -1) + 1
+            self.offsets[partition] = offset
+            fut.set_result(Meta(TOPIC, partition, offset))
+
+    def refuse_next(self, exc: Exception) -> None:
+        next(s for s in self.sent if not s[3].done())[3].set_exception(exc)
+
+
+def write(view: Overlay, event: Event, writes: dict[str, Any]) -> None:
+    with processing(event):
+        for key, value in writes.items():
+            if value is None:
+                view.delete(key)
+            else:
+                view.set(key, value)
+
+
+async def callbacks() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_write_reaches_rocksdb_only_once_its_changelog_record_is_acknowledged() -> None:
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        event = Event(Message(3))
+        write(view, event, {"m:job": {"head": 0, "tail": 1}, "q:job:0": {"run_id": "r0"}})
+        assert view.get("m:job") == {"head": 0, "tail": 1} and table.data.plain() == {}
+        acks = await view.apply(broker.send, write_order)
+        assert [json.loads(k) for k, *_ in broker.sent] == ["q:job:0", "m:job"]  # write_order: queue entry first
+        assert table.data.plain() == {}, "written to RocksDB before the broker acknowledged it"
+        assert view.get("q:job:0") == {"run_id": "r0"}  # readable meanwhile
+        broker.ack(1)
+        await callbacks()
+        assert table.data.plain() == {"q:job:0": {"run_id": "r0"}}
+        broker.ack()
+        await asyncio.gather(*acks)
+        await callbacks()
+        assert table.data.plain() == {"m:job": {"head": 0, "tail": 1}, "q:job:0": {"run_id": "r0"}}
+        assert table.data.dbs.keys() == {3}  # the database of the record's partition
+        # the offset a restart resumes reading from is persisted with the next batch
+        write(view, event, {"m:job": {"head": 1, "tail": 1}, "q:job:0": None})
+        await view.apply(broker.send, write_order)
+        assert list(table.data.persisted.values()) == [1]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kept", range(5))
+def test_a_kill_leaves_rocksdb_a_prefix_of_the_changelog(kept: int) -> None:
+    """Two batches of one job in flight; the process dies after ``kept`` acknowledgements:
+    RocksDB holds exactly what the first ``kept`` changelog records say."""
+
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        event = Event(Message(0))
+        batches = [
+            {"q:job:1": {"run_id": "r1"}, "m:job": {"running": ["r0"], "head": 1, "tail": 2}},
+            {"m:job": {"running": ["r1"], "head": 2, "tail": 2}, "q:job:1": None},
+        ]
+        for batch in batches:
+            write(view, event, batch)
+            await view.apply(broker.send, write_order)
+        broker.ack(kept)
+        await callbacks()
+        changelog: dict[str, Any] = {}
+        for key, value, _, _ in broker.sent[:kept]:
+            if value is None:
+                changelog.pop(json.loads(key), None)
+            else:
+                changelog[json.loads(key)] = json.loads(value)
+        assert table.data.plain() == changelog
+        # and the overlay still reads the newest writes
+        assert view.get("m:job") == {"running": ["r1"], "head": 2, "tail": 2}
+        assert view.get("q:job:1") is None
+
+    asyncio.run(scenario())
+
+
+def test_an_earlier_acknowledgement_does_not_hide_a_later_write_of_the_same_key() -> None:
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        event = Event(Message(0))
+        write(view, event, {"m:job": {"v": 1}})
+        await view.apply(broker.send)
+        write(view, event, {"m:job": {"v": 2}})
+        await view.apply(broker.send)
+        broker.ack(1)
+        await callbacks()
+        assert table.data.plain() == {"m:job": {"v": 1}}
+        assert view.get("m:job") == {"v": 2}
+        broker.ack(1)
+        await callbacks()
+        assert table.data.plain() == {"m:job": {"v": 2}} and view.get("m:job") == {"v": 2}
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_record_stops_the_worker_and_never_reaches_rocksdb() -> None:
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        refused: list[BaseException] = []
+        view = Overlay(table, refused.append)
+        write(view, Event(Message(1)), {"m:job": {"v": 1}})
+        acks = await view.apply(broker.send)
+        broker.refuse_next(RuntimeError("record too large"))
+        await asyncio.gather(*acks, return_exceptions=True)
+        await callbacks()
+        assert [str(e) for e in refused] == ["record too large"]
+        assert table.data.plain() == {}
+
+    asyncio.run(scenario())
+
+
+def test_settle_waits_for_the_records_on_their_way_then_reads_rocksdb() -> None:
+    """Before partitions change hands: what is acknowledged is in RocksDB, and nothing is
+    read from the overlay's memory any more (another worker may write those keys next)."""
+
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        write(view, Event(Message(2)), {"m:a": {"v": 1}, "m:b": {"v": 1}})
+        await view.apply(broker.send)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, broker.ack, 1)  # m:b's record is never acknowledged
+        await view.settle(timeout=0.3)
+        assert table.data.plain() == {"m:a": {"v": 1}}
+        assert view.get("m:a") == {"v": 1} and view.get("m:b") is None
+        assert list(table.data.persisted.values()) == [0]
+
+    asyncio.run(scenario())
