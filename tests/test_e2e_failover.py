@@ -113,7 +113,14 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
     mine = [command(m) for m in commands.seen if command(m)["handler_id"].startswith(tag)]
     lost = {f"id:{e}" for e in sent} - {c["trigger_ref"] for c in mine}
     twice = len(mine) - len({c["run_id"] for c in mine})
-    assert not lost, f"{len(lost)} events without a command ({twice} commands repeated)"
+    if lost:
+        by_job: dict[int, list[int]] = {}
+        for ref in lost:
+            i = int(ref.rsplit("-e", 1)[1])
+            by_job.setdefault(i % 30, []).append(i)
+        jobs = {f"load{first_job + j}": f"{len(ix)} from e{min(ix)}" for j, ix in sorted(by_job.items())}
+        raise AssertionError(f"{len(lost)} events without a command ({twice} commands repeated), "
+                             f"kill at e{total * 2 // 5}: {jobs}")
     per_job = {j: sum(1 for v in sent.values() if v == j) for j in range(30)}
     deadline = time.monotonic() + 120
     final: dict[int, int] = {}

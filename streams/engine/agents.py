@@ -44,6 +44,7 @@ from streams.engine.overlay import Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.batch_consumer import BatchConsumer, committed_offsets
 from streams.kafka.connection import kafka_of
+from streams.kafka.faust_driver import acknowledge_only_handled, handled
 from streams.kafka.faust_driver import register as register_transports
 from streams.matching.handler_set import Applied, HandlerSet
 from streams.matching.match import extract_params
@@ -272,6 +273,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         applied = handlers.applied(handler.id)
         return applied.offset if handler.once and applied is not None else None
 
+    acknowledge_only_handled([topics.triggers, topics.run_results])  # faust_driver.py: skipped records
+
     @app.agent(app.topic(topics.triggers, topics.run_results, partitions=n, **raw), name="schedule")
     async def schedule(stream: faust.StreamT) -> None:
         """Triggers and run results of the job partitions this worker owns, in batches: every
@@ -321,6 +324,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             for event in batch:
+                handled(event.message)
                 await stream.ack(event)
 
     def take_batch(inbox: list[Any]) -> list[Any]:

@@ -11,6 +11,17 @@ its successor skipped everything it had fetched during the rebalance. Here a par
 with no committed offset is sought to the start the reset policy names (``earliest``):
 its records are read again, which the engine's de-duplication makes harmless.
 
+They fix a second one that loses records. Faust's stream *acknowledges* a record it
+skips instead of handing it to the agent: one taken from the agent's buffer while a
+rebalance has suspended the flow, or fetched in an earlier generation. Between the
+revocation (which forgets the committed offset) and the final seek, that acknowledgement
+alone lets Faust commit past the record, and the seek then starts after it: it is never
+processed, by this worker or another. Seen in the failover tests as triggers and run
+results that vanished (a run never commanded; a job whose running run never settled, its
+queue stuck). On the topics named with :func:`acknowledge_only_handled`, the consumer here
+refuses every acknowledgement the engine did not give (:func:`handled`): a skipped record
+stays uncommitted and the rebalance's seek reads it again.
+
 Two of tansu's quirks, worked around here and only here (against Apache Kafka the
 stock aiokafka consumer is used otherwise unchanged):
 
@@ -26,7 +37,9 @@ stock aiokafka consumer is used otherwise unchanged):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiokafka
@@ -35,6 +48,31 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 EMBEDDED_FETCH_MAX_WAIT_MS = 10
+
+log = logging.getLogger(__name__)
+
+_guarded: set[str] = set()  # topics whose records only the engine acknowledges
+_handled: weakref.WeakSet[Any] = weakref.WeakSet()  # their records the engine has handled
+
+
+def acknowledge_only_handled(topics: Iterable[str]) -> None:
+    """Records of ``topics`` count as processed only once :func:`handled` says so."""
+    _guarded.update(topics)
+
+
+def handled(message: Any) -> None:
+    """The engine processed ``message`` (a Faust Message): its acknowledgement may count."""
+    _handled.add(message)
+
+
+def refuses_ack(message: Any) -> bool:
+    """Whether an acknowledgement of ``message`` must not count (module docstring)."""
+    if message.topic not in _guarded:
+        return False
+    if message in _handled:
+        _handled.discard(message)
+        return False
+    return True
 
 
 async def seek_to_committed_or_start(consumer: aiokafka.AIOKafkaConsumer, reset: str) -> Mapping[Any, int | None]:
@@ -99,6 +137,16 @@ async def fetched_highwaters(servers: Any, listed: dict[TP, int], timeout: float
 class KafkaConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _SeekingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def ack(self, message: Any) -> bool:
+        if refuses_ack(message):
+            # skipped by Faust's stream during a rebalance: never processed, so never
+            # committed; not waited for either (the rebalance's seek reads it again)
+            self._unacked_messages.discard(message)
+            log.info("%s/%s/%s was skipped by the stream during a rebalance; it is read again",
+                     message.topic, message.partition, message.offset)
+            return False
+        return super().ack(message)
 
 
 class KafkaTransport(faust_aiokafka.Transport):
