@@ -12,7 +12,9 @@ Prints, from one run on one broker:
    and its ratio to (2); of which the match step alone (events -> triggers records) and
    the schedule step's intake (runs accepted: queued or commanded), each against (2);
    every run settled: runs/s; where a job's round trip goes;
-4. latency produce -> job command at a steady rate: p50, p99; produce -> result settled;
+4. latency produce -> job command at a steady rate, (4a) half the capacity phase 3
+   measured, then (4b) ``--rate``: p50, p99; of which produce -> the match step's triggers
+   record and produce -> the schedule step's command; produce -> result settled;
 5. one job's serial chain: N events of one job at once, runs/s from its first command
    to its last result (every run waits for the previous one to settle).
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
@@ -183,6 +185,7 @@ def main() -> None:
                                             stderr=subprocess.STDOUT))
         try:
             reader = commands_reader(bs, topics.job_commands)
+            runs_per_s, steady_runs = float("nan"), 0
             stamps: list[float] = []
             commanded: list[tuple[str, str, float]] = []  # (job, run id, on the broker at)
             end = time.monotonic() + DEADLINE_S
@@ -200,46 +203,18 @@ def main() -> None:
                       f"   ({rate / plain:.1%} of the plain agent)")
                 match_rate(bs, topics, args.events, plain)
                 intake_rate(bs, commanded, args.events, plain)
-                round_trip(bs, topics, commanded)
+                runs_per_s = round_trip(bs, topics, commanded)
 
-            # 4. latency at a steady rate
-            latencies: list[float] = []
-            to_schedule: list[float] = []  # produce -> the schedule step wrote the command
-            sent_by_run: dict[str, float] = {}  # run id -> when its event was produced
-
-            def record(msg: Any) -> None:
-                cmd = avro.commands().decode(msg.value())
-                sent = json.loads(cmd["event_json"] or "{}").get("sent")
-                if sent:  # the command's time on the broker (the reader may lag behind while it produces)
-                    latencies.append(msg.timestamp()[1] / 1000 - sent)
-                    to_schedule.append(cmd["created_at"].timestamp() - sent)
-                    sent_by_run[cmd["run_id"]] = sent
-
-            total = int(args.rate * args.seconds)
-            p = client.producer(bs, **{"linger.ms": 0})
-            start = time.perf_counter()
-            for i in range(total):
-                due = start + i / args.rate
-                while (wait := due - time.perf_counter()) > 0:  # read while waiting, without spinning
-                    for msg in reader.consume(100, wait):
-                        if not msg.error():
-                            record(msg)
-                p.produce(topics.events, json.dumps(event_for(i, args.handlers, time.time())).encode())
-                p.poll(0)
-            p.flush(30)
-            end = time.monotonic() + 30
-            while len(latencies) < total and time.monotonic() < end:
-                for msg in reader.consume(100, 0.2):
-                    if not msg.error():
-                        record(msg)
-            if len(latencies) >= 2:
-                q = statistics.quantiles(latencies, n=100)
-                print(f"4. produce -> command at {args.rate}/s for {args.seconds:.0f}s: "
-                      f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms ({len(latencies)}/{total} measured)")
-                q = statistics.quantiles(to_schedule, n=100)
-                print(f"   of which produce -> command written by the schedule step: p50 {q[49] * 1000:.1f} ms, "
-                      f"p99 {q[98] * 1000:.1f} ms")
-                settled_latency(bs, topics, sent_by_run)
+            # 4. latency at a steady rate: half the capacity phase 3 measured, then --rate
+            capacity = runs_per_s
+            half = max(1, int(capacity / 2)) if capacity == capacity else 0  # NaN: phase 3 failed
+            steady = [("4a", half, "half the capacity of phase 3")] if half else []
+            steady.append(("4b", args.rate, "the --rate"))
+            offset = 0
+            for label, rate, why in steady:
+                latency_phase(bs, topics, reader, label, rate, why, args.seconds, args.handlers, offset)
+                offset += int(rate * args.seconds)
+                steady_runs += int(rate * args.seconds)
             reader.close()
             chain_rate(bs, topics, args.chain)
         finally:
@@ -251,7 +226,7 @@ def main() -> None:
         # polling): less sensitive to a busy machine than the rates above
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        runs = args.events + int(args.rate * args.seconds) + args.chain
+        runs = args.events + steady_runs + args.chain
         if not args.profile:  # with --profile the child is py-spy, whose CPU is not the worker's
             print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run "
                   f"(user+sys of {args.workers} worker(s){' and the runner' if args.runner_process else ''}, "
@@ -260,10 +235,76 @@ def main() -> None:
             print_profile(work / "profile.txt")
 
 
-def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> None:
+def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consumer, label: str, rate: int, why: str,
+                  seconds: float, n_handlers: int, first: int) -> None:
+    """4. produce -> job command at a steady ``rate`` for ``seconds`` (events numbered from
+    ``first`` on): p50/p99 from the command's broker timestamp, where the match step's
+    triggers record landed, when the schedule step wrote the command, and the result."""
+    latencies: list[float] = []
+    to_schedule: list[float] = []  # produce -> the schedule step wrote the command
+    sent_by_run: dict[str, float] = {}  # run id -> when its event was produced
+    triggers = commands_reader(bs, topics.triggers)
+    triggers.consume(1, 0.5)  # joined: now skip what earlier phases wrote
+    for tp in triggers.assignment():
+        tp.offset = triggers.get_watermark_offsets(tp, timeout=10)[1]
+        triggers.seek(tp)
+
+    def record(msg: Any) -> None:
+        cmd = avro.commands().decode(msg.value())
+        sent = json.loads(cmd["event_json"] or "{}").get("sent")
+        if sent:  # the command's time on the broker (the reader may lag behind while it produces)
+            latencies.append(msg.timestamp()[1] / 1000 - sent)
+            to_schedule.append(cmd["created_at"].timestamp() - sent)
+            sent_by_run[cmd["run_id"]] = sent
+
+    total = int(rate * seconds)
+    p = client.producer(bs, **{"linger.ms": 0})
+    start = time.perf_counter()
+    for i in range(first, first + total):
+        due = start + (i - first) / rate
+        while (wait := due - time.perf_counter()) > 0:  # read while waiting, without spinning
+            for msg in reader.consume(100, wait):
+                if not msg.error():
+                    record(msg)
+        p.produce(topics.events, json.dumps(event_for(i, n_handlers, time.time())).encode())
+        p.poll(0)
+    p.flush(30)
+    end = time.monotonic() + 30
+    while len(latencies) < total and time.monotonic() < end:
+        for msg in reader.consume(100, 0.2):
+            if not msg.error():
+                record(msg)
+    to_trigger: list[float] = []  # produce -> the match step's triggers record on the broker
+    end = time.monotonic() + 30
+    while len(to_trigger) < total and time.monotonic() < end:
+        for msg in triggers.consume(1000, 0.2):
+            if not msg.error():
+                for t in json.loads(msg.value()):
+                    sent = json.loads(t.get("event_json") or "{}").get("sent") if t["trigger_kind"] == "event" else 0
+                    if sent:
+                        to_trigger.append(msg.timestamp()[1] / 1000 - sent)
+    triggers.close()
+    if len(latencies) < 2:
+        print(f"{label}. produce -> command at {rate}/s: only {len(latencies)}/{total} measured")
+        return
+    q = statistics.quantiles(latencies, n=100)
+    print(f"{label}. produce -> command at {rate}/s ({why}) for {seconds:.0f}s: "
+          f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms ({len(latencies)}/{total} measured)")
+    if len(to_trigger) >= 2:
+        q = statistics.quantiles(to_trigger, n=100)
+        print(f"   of which produce -> triggers record (the match step): p50 {q[49] * 1000:.1f} ms, "
+              f"p99 {q[98] * 1000:.1f} ms")
+    q = statistics.quantiles(to_schedule, n=100)
+    print(f"   of which produce -> command written by the schedule step: p50 {q[49] * 1000:.1f} ms, "
+          f"p99 {q[98] * 1000:.1f} ms")
+    settled_latency(bs, topics, sent_by_run)
+
+
+def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> float:
     """Where a job's round trip went in phase 3 (medians over its runs): command on the
     broker -> the runner starts it; the run; its end -> its result on the broker; the result
-    on the broker -> the job's next command on the broker (the schedule step)."""
+    on the broker -> the job's next command on the broker (the schedule step). Returns the
+    runs/s of phase 3 (every run done; NaN when some result is missing)."""
     results = commands_reader(bs, topics.run_results)
     codec = avro.results()
     by_run: dict[str, tuple[float, float, float]] = {}  # run id -> (started, finished, result on the broker)
@@ -282,8 +323,10 @@ def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[t
         last = max(out for _, _, out in by_run.values())
         print(f"   every run done: {len(by_run)} results in {last - first:.1f} s = {len(by_run) / (last - first):,.0f} "
               "runs/s (first command to last result)")
+        runs_per_s = len(by_run) / (last - first)
     else:
         print(f"   only {len(by_run)} of {len(wanted)} results within 60 s")
+        runs_per_s = float("nan")
     parts: dict[str, list[float]] = {"runner intake": [], "run": [], "result out": [], "schedule step": []}
     previous: dict[str, str] = {}
     for job, run_id, at in sorted(commanded, key=lambda c: c[2]):
@@ -298,6 +341,7 @@ def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[t
     print("   round trip, median ms: " + ", ".join(
         f"{name} {statistics.median(v) * 1000:.0f} (p90 {statistics.quantiles(v, n=10)[8] * 1000:.0f})"
         for name, v in parts.items() if len(v) >= 2))
+    return runs_per_s
 
 
 def match_rate(bs: KafkaConnection, topics: topics_mod.Topics, events: int, plain: float) -> None:
