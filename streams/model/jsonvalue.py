@@ -257,11 +257,12 @@ def _loads(data: str | bytes, max_depth: int | None, fast: bool) -> Any:
     if max_depth is not None and _too_deep(raw, max_depth):
         raise ValueError(f"nested too deeply: more than {max_depth} levels of arrays/objects")
     bom = text[:1] == "\ufeff"
-    try:
-        if not fast:
-            raise ValueError  # straight to the standard library's scanner
-        value = _FAST_DECODER.decode(raw[3:] if bom else raw)  # the BOM is 3 bytes of UTF-8
-    except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
+    if fast:
+        try:
+            value = _FAST_DECODER.decode(raw[3:] if bom else raw)  # the BOM is 3 bytes of UTF-8
+        except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
+            fast = False
+    if not fast:  # outside the except clause: the scanner's error is not chained to msgspec's
         try:
             value = _parse(text[1:] if bom else text)
         except RecursionError:
@@ -318,11 +319,12 @@ def _load_event_text(data: bytes | None, limits: Limits, fast: bool) -> tuple[di
         raise NotAJsonObject("not JSON: starts with a byte order mark (U+FEFF)")
     if _too_deep(data, limits.max_depth):
         raise NotAJsonObject(f"nested too deeply: more than {limits.max_depth} levels of arrays/objects")
-    try:
-        if not fast:
-            raise ValueError  # straight to the standard library's scanner
-        value = _FAST_DECODER.decode(data)
-    except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
+    if fast:
+        try:
+            value = _FAST_DECODER.decode(data)
+        except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
+            fast = False
+    if not fast:  # outside the except clause: the scanner's error is not chained to msgspec's
         value = _stdlib_parse_event(text)
     if type(value) is not dict:
         raise NotAJsonObject(f"JSON {_json_kind(value)}, not an object")
