@@ -8,6 +8,17 @@ that has a fraction or exponent, and written back without going through float.
 that every later step can walk, match, write back with :func:`dumps` and encode as UTF-8,
 or raises :class:`NotAJsonObject` whose text is the dead-letter reason. What it accepts
 and rejects, and how that compares to PostgreSQL ``jsonb``: ``docs/input-limits.md``.
+
+Two parsers give the same results: msgspec's decoder parses first (about twice as fast),
+and whatever it refuses, for any reason, is parsed again by the standard library's C
+scanner, whose outcome (value or rejection reason) is the answer. msgspec accepts only
+text the standard library accepts too, with equal values (``tests/test_parse_equivalence.py``
+compares them): its numbers without fraction or exponent are ``int(literal)`` (it refuses
+integers of more than 4300 characters, or of more than ``sys.get_int_max_str_digits()``
+digits), the others go through the same ``_parse_float`` with the same literal; it refuses
+raw control characters in strings, NaN/Infinity, leading zeros, and every surrogate
+escape that is not half of a high+low pair; it skips the same whitespace (space, tab, LF,
+CR); duplicate keys keep the first position and the last value, as ``dict`` does.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import simplejson
 
 DEFAULT_MAX_BYTES = 256 << 10
@@ -200,6 +212,10 @@ _DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_con
 _BIG_INT_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_big_int,
                                     parse_constant=_reject_constant)
 
+# msgspec's decoder (untyped: dict, list, str, int, bool, None, and _parse_float's
+# Decimals): tried first; anything it raises sends the text to the scanners above.
+_FAST_DECODER = msgspec.json.Decoder(float_hook=_parse_float)
+
 
 def _parse(text: str) -> Any:
     """Exact numbers; raises _Rejected (a reason) or ValueError (a syntax error)."""
@@ -219,6 +235,16 @@ def loads(data: str | bytes, *, max_depth: int | None = None) -> Any:
     nesting deeper than ``max_depth`` (when given; else deeper than the parser can
     recurse). Unlike :func:`load_event` it takes any JSON value, of any size, and skips a
     leading byte order mark."""
+    return _loads(data, max_depth, fast=True)
+
+
+def _loads_stdlib(data: str | bytes, max_depth: int | None = None) -> Any:
+    """:func:`loads` with the standard library's scanner alone (what it was before msgspec;
+    the reference of tests/test_parse_equivalence.py)."""
+    return _loads(data, max_depth, fast=False)
+
+
+def _loads(data: str | bytes, max_depth: int | None, fast: bool) -> Any:
     if isinstance(data, str):
         text = data
         try:
@@ -230,10 +256,17 @@ def loads(data: str | bytes, *, max_depth: int | None = None) -> Any:
         text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
     if max_depth is not None and _too_deep(raw, max_depth):
         raise ValueError(f"nested too deeply: more than {max_depth} levels of arrays/objects")
-    try:
-        value = _parse(text[1:] if text[:1] == "\ufeff" else text)
-    except RecursionError:
-        raise ValueError("nested too deeply to parse") from None
+    bom = text[:1] == "\ufeff"
+    if fast:
+        try:
+            value = _FAST_DECODER.decode(raw[3:] if bom else raw)  # the BOM is 3 bytes of UTF-8
+        except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
+            fast = False
+    if not fast:  # outside the except clause: the scanner's error is not chained to msgspec's
+        try:
+            value = _parse(text[1:] if bom else text)
+        except RecursionError:
+            raise ValueError("nested too deeply to parse") from None
     surrogate = _lone_surrogate(raw)
     if surrogate is not None:
         raise ValueError(f"lone surrogate escape {surrogate} in a string (not Unicode text)")
@@ -261,6 +294,16 @@ def load_event_text(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> tupl
     digits) and within PostgreSQL numeric's range. A duplicate key keeps its last value,
     as in jsonb.
     """
+    return _load_event_text(data, limits, True)
+
+
+def _load_event_text_stdlib(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], str]:
+    """:func:`load_event_text` with the standard library's scanner alone (what it was
+    before msgspec; the reference of tests/test_parse_equivalence.py)."""
+    return _load_event_text(data, limits, False)
+
+
+def _load_event_text(data: bytes | None, limits: Limits, fast: bool) -> tuple[dict[str, Any], str]:
     if data is None:
         raise NotAJsonObject("empty record value (null)")
     size = len(data)
@@ -276,14 +319,13 @@ def load_event_text(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> tupl
         raise NotAJsonObject("not JSON: starts with a byte order mark (U+FEFF)")
     if _too_deep(data, limits.max_depth):
         raise NotAJsonObject(f"nested too deeply: more than {limits.max_depth} levels of arrays/objects")
-    try:
-        value = _DECODER.decode(text)
-    except (_Rejected, json.JSONDecodeError) as exc:
-        raise NotAJsonObject(_reason(exc)) from None
-    except ValueError:  # an integer of more than 4300 digits
-        value = _slow_parse(text)
-    except RecursionError:  # not expected below DEPTH_CEILING; never let it out
-        raise NotAJsonObject("nested too deeply to parse") from None
+    if fast:
+        try:
+            value = _FAST_DECODER.decode(data)
+        except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
+            fast = False
+    if not fast:  # outside the except clause: the scanner's error is not chained to msgspec's
+        value = _stdlib_parse_event(text)
     if type(value) is not dict:
         raise NotAJsonObject(f"JSON {_json_kind(value)}, not an object")
     if 0x5C in data:  # a backslash: there may be \u escapes
@@ -291,6 +333,17 @@ def load_event_text(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> tupl
         if surrogate is not None:
             raise NotAJsonObject(f"lone surrogate escape {surrogate} in a string (not Unicode text)")
     return value, text
+
+
+def _stdlib_parse_event(text: str) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except (_Rejected, json.JSONDecodeError) as exc:
+        raise NotAJsonObject(_reason(exc)) from None
+    except ValueError:  # an integer of more than 4300 digits
+        return _slow_parse(text)
+    except RecursionError:  # not expected below DEPTH_CEILING; never let it out
+        raise NotAJsonObject("nested too deeply to parse") from None
 
 
 def _slow_parse(text: str) -> Any:
