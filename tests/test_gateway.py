@@ -346,12 +346,15 @@ def test_runs_are_listed_filtered_and_paginated(http: httpx.Client, gateway: Gat
 
 
 def _runs_of(g: GatewayProcess, handler: str, count: int, timeout: float = 120) -> list[dict[str, Any]]:
-    """The handler's runs in ``g``'s read model once ``count`` of them succeeded."""
+    """The handler's runs in ``g``'s read model once ``count`` of them succeeded and their
+    commands were read too (the model reads job-commands and run-results at their own paces:
+    a result read before its command leaves the trigger fields empty until the command)."""
     end = time.monotonic() + timeout
     with httpx.Client(base_url=g.url, timeout=30) as client:
         while True:
             runs = client.get("/runs", params={"handler": handler, "limit": 500}, headers=auth()).json()["runs"]
-            if sum(r["status"] == "succeeded" for r in runs) >= count or time.monotonic() > end:
+            done = sum(r["status"] == "succeeded" and r["trigger_kind"] is not None for r in runs)
+            if done >= count or time.monotonic() > end:
                 return runs
             time.sleep(0.2)
 
