@@ -1,24 +1,60 @@
-"""The worker's Faust transport refuses acknowledgements the engine did not give."""
+"""The worker's Faust transport refuses acknowledgements of records the stream skipped, and
+only those."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from faust.types.tuples import ConsumerMessage
 
 from streams.kafka import faust_driver
+from tests.conftest import Stack, TopicReader, WorkerProcess, result, unique
 
 
-def test_faust_acknowledgements_count_only_for_records_the_engine_handled() -> None:
-    """``faust_driver``: Faust's stream acknowledges a record it skips during a rebalance;
-    on the schedule step's topics that acknowledgement must not count (the record is read
-    again), while the engine's own acknowledgements do, once each."""
-    @dataclass(eq=False)
-    class Record:
-        topic: str
+def message(topic: str) -> ConsumerMessage:
+    return ConsumerMessage(topic, 0, 7, 0.0, 0, None, b"k", b"v", None)
 
-    faust_driver.acknowledge_only_handled(["app.triggers"])
-    skipped, processed, other = Record("app.triggers"), Record("app.triggers"), Record("app.events")
-    faust_driver.handled(processed)
+
+def test_acknowledgements_count_only_for_records_handed_to_the_agent() -> None:
+    """``faust_driver``: Faust's stream acknowledges a record it skips during a rebalance
+    without handing it over (and without marking it ``tracked``); on the schedule step's
+    topics that acknowledgement must not count (the record is read again). A record the
+    stream handed over counts, and so do the other topics' records."""
+    faust_driver.acknowledge_only_delivered(["app.triggers"])
+    skipped, delivered, other = message("app.triggers"), message("app.triggers"), message("app.events")
+    assert not skipped.tracked and not delivered.tracked  # as fetched: Faust tracks them on delivery
+    delivered.tracked = True  # what faust/streams.py does when it hands the record to the agent
     assert faust_driver.refuses_ack(skipped)
-    assert not faust_driver.refuses_ack(processed)
-    assert faust_driver.refuses_ack(processed)  # handled once, acknowledged once
+    assert not faust_driver.refuses_ack(delivered)
     assert not faust_driver.refuses_ack(other)
+
+
+@pytest.mark.broker
+def test_the_schedule_step_commits_what_it_processed(stack: Stack, worker: WorkerProcess, results: TopicReader) -> None:
+    """The other side of the refusal: records the agent did process are committed. 40 events
+    over 8 jobs run; the worker's group then commits the triggers and run-results topics up
+    to their ends (read from outside with a plain consumer), or a restart would read them
+    all again."""
+    hid, n = unique("commits"), 40
+    stack.apply_handler({"id": hid, "job": "count", "event": {"match": {"type": hid}}, "params": {"i": "i"}})
+    for i in range(n):
+        stack.send_event({"type": hid, "i": i}, key=str(i))
+    assert len(results.wait_for(lambda m: result(m)["handler_id"] == hid, count=n)) == n
+    topics = [stack.topics.triggers, stack.topics.run_results]
+    consumer = Consumer(stack.broker.client_config(**{"group.id": stack.app_id, "enable.auto.commit": False}))
+    try:
+        end, behind = time.monotonic() + 60, {}
+        while time.monotonic() < end:
+            parts = [TopicPartition(t, p) for t in topics
+                     for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
+            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+            behind = {tp: (committed[tp], end_) for tp, end_ in ends.items() if end_ > 0 and committed[tp] < end_}
+            if not behind:
+                break
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+    assert not behind, f"(committed, end) of partitions not committed to their end: {behind}"

@@ -44,7 +44,7 @@ from streams.engine.overlay import Layer, Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.batch_consumer import BatchConsumer, committed_offsets
 from streams.kafka.connection import kafka_of
-from streams.kafka.faust_driver import acknowledge_only_handled, handled
+from streams.kafka.faust_driver import acknowledge_only_delivered
 from streams.kafka.faust_driver import register as register_transports
 from streams.matching.handler_set import Applied, HandlerSet
 from streams.matching.match import extract_params
@@ -297,7 +297,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         applied = handlers.applied(handler.id)
         return applied.offset if handler.once and applied is not None else None
 
-    acknowledge_only_handled([topics.triggers, topics.run_results])  # faust_driver.py: skipped records
+    acknowledge_only_delivered([topics.triggers, topics.run_results])  # faust_driver.py: skipped records
 
     @app.agent(app.topic(topics.triggers, topics.run_results, partitions=n, **raw), name="schedule")
     async def schedule(stream: faust.StreamT) -> None:
@@ -371,7 +371,6 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 stop_worker()
                 return  # its batch stays unmarked: a rebalance waiting for it gives up after its timeout
             for event in plan.batch:
-                handled(event.message)
                 await stream.ack(event)
             written.task_done()
             slots.release()

@@ -18,9 +18,10 @@ revocation (which forgets the committed offset) and the final seek, that acknowl
 alone lets Faust commit past the record, and the seek then starts after it: it is never
 processed, by this worker or another. Seen in the failover tests as triggers and run
 results that vanished (a run never commanded; a job whose running run never settled, its
-queue stuck). On the topics named with :func:`acknowledge_only_handled`, the consumer here
-refuses every acknowledgement the engine did not give (:func:`handled`): a skipped record
-stays uncommitted and the rebalance's seek reads it again.
+queue stuck). On the topics named with :func:`acknowledge_only_delivered`, the consumer
+here refuses the acknowledgement of a record the stream never handed to its agent (Faust
+marks a record ``tracked`` only on that path): a skipped record stays uncommitted and the
+rebalance's seek reads it again.
 
 Two of tansu's quirks, worked around here and only here (against Apache Kafka the
 stock aiokafka consumer is used otherwise unchanged):
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -51,28 +51,19 @@ EMBEDDED_FETCH_MAX_WAIT_MS = 10
 
 log = logging.getLogger(__name__)
 
-_guarded: set[str] = set()  # topics whose records only the engine acknowledges
-_handled: weakref.WeakSet[Any] = weakref.WeakSet()  # their records the engine has handled
+_guarded: set[str] = set()  # topics whose skipped records must not count as acknowledged
 
 
-def acknowledge_only_handled(topics: Iterable[str]) -> None:
-    """Records of ``topics`` count as processed only once :func:`handled` says so."""
+def acknowledge_only_delivered(topics: Iterable[str]) -> None:
+    """An acknowledgement of a record of ``topics`` counts only if the record was handed
+    to the agent (module docstring)."""
     _guarded.update(topics)
 
 
-def handled(message: Any) -> None:
-    """The engine processed ``message`` (a Faust Message): its acknowledgement may count."""
-    _handled.add(message)
-
-
 def refuses_ack(message: Any) -> bool:
-    """Whether an acknowledgement of ``message`` must not count (module docstring)."""
-    if message.topic not in _guarded:
-        return False
-    if message in _handled:
-        _handled.discard(message)
-        return False
-    return True
+    """Whether an acknowledgement of ``message`` must not count: a record of a guarded topic
+    that Faust's stream skipped (it sets ``tracked`` only on records it hands over)."""
+    return message.topic in _guarded and not message.tracked
 
 
 async def seek_to_committed_or_start(consumer: aiokafka.AIOKafkaConsumer, reset: str) -> Mapping[Any, int | None]:
