@@ -16,7 +16,13 @@ Prints, from one run on one broker:
    measured, then (4b) ``--rate``: p50, p99; of which produce -> the match step's triggers
    record and produce -> the schedule step's command; produce -> result settled;
 5. one job's serial chain: N events of one job at once, runs/s from its first command
-   to its last result (every run waits for the previous one to settle).
+   to its last result (every run waits for the previous one to settle);
+6. the full pipeline, internal events matched again: each event starts a run of one of 64
+   ``pipe`` jobs, whose settled run's status event (an internal event on the events topic)
+   is matched by an ``after`` handler that starts a run of a ``flow`` job. (6a) ``--pipe``
+   events at once: events/s fully settled (both runs' results), produce -> the flow run's
+   result p50/p99; (6b) at a steady half of (6a)'s rate for ``--seconds``: the same
+   latencies.
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them.
@@ -48,6 +54,9 @@ from streams.contracts import topics as topics_mod  # noqa: E402
 from streams.kafka import client  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 from streams.kafka.connection import KafkaConnection  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_jobs import LANES  # noqa: E402
 
 DEADLINE_S = 300  # any phase that takes longer is reported as failed
 
@@ -134,6 +143,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--jobs", type=int, default=128, help="jobs the handlers are spread over (at most 128)")
     ap.add_argument("--chain", type=int, default=300, help="events of the serial-chain phase")
+    ap.add_argument("--pipe", type=int, default=3000, help="events of the full-pipeline burst (phase 6a)")
     ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose worker is measured")
     ap.add_argument("--profile", action="store_true", help="sample the worker with py-spy")
     ap.add_argument("--workers", type=int, default=1, help="worker processes in the app's group (scaling)")
@@ -160,6 +170,8 @@ def main() -> None:
                                 for h in handler_mix(args.handlers, args.jobs)], timeout=120)
         chain = {"id": "bench-chain", "job": "chain", "event": {"match": {"type": "chain"}}}
         client.produce_all(bs, [(topics.handlers, b"bench-chain", json.dumps(chain).encode())], timeout=30)
+        client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode()) for h in pipe_handlers()],
+                            timeout=30)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
                "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench",
                "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
@@ -217,20 +229,21 @@ def main() -> None:
                 steady_runs += int(rate * args.seconds)
             reader.close()
             chain_rate(bs, topics, args.chain)
+            pipe_runs = pipe_phases(bs, topics, args.pipe, args.seconds)
         finally:
             for worker in workers:
                 worker.send_signal(signal.SIGINT)
             for worker in workers:
                 worker.wait(60)
-        # CPU the worker used for the whole run (phases 3-5, a fixed amount of work, plus its idle
+        # CPU the worker used for phases 3-6 (a fixed amount of work, plus its idle
         # polling): less sensitive to a busy machine than the rates above
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        runs = args.events + steady_runs + args.chain
+        runs = args.events + steady_runs + args.chain + pipe_runs
         if not args.profile:  # with --profile the child is py-spy, whose CPU is not the worker's
             print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run "
                   f"(user+sys of {args.workers} worker(s){' and the runner' if args.runner_process else ''}, "
-                  "phases 3-5)")
+                  "phases 3-6)")
         if args.profile:
             print_profile(work / "profile.txt")
 
@@ -436,6 +449,82 @@ def chain_rate(bs: KafkaConnection, topics: topics_mod.Topics, n: int) -> None:
         return
     print(f"5. one job's serial chain, {n} runs: {n / (max(ends) - first):,.1f} runs/s "
           f"({(max(ends) - first) / n * 1000:.1f} ms per run, command to settled result to next command)")
+
+
+def pipe_handlers() -> list[dict[str, Any]]:
+    """Phase 6: lane i's event handler (job pipe<i>) and its flow (job flow<i>, after a
+    pipe<i> run succeeds), the send time carried in the params."""
+    out: list[dict[str, Any]] = []
+    for i in range(LANES):
+        out.append({"id": f"bench-pipe{i}", "job": f"pipe{i}", "event": {"match": {"type": "pipe", "lane": i}},
+                    "params": {"sent": "sent", "tag": "tag"}})
+        out.append({"id": f"bench-flow{i}", "job": f"flow{i}", "after": {"job": f"pipe{i}", "status": "success",
+                                                                         "state": "own"},
+                    "params": {"sent": "final_state.sent", "tag": "final_state.tag"}})
+    return out
+
+
+def pipe_phases(bs: KafkaConnection, topics: topics_mod.Topics, n: int, seconds: float) -> int:
+    """6a: n events at once, fully settled; 6b: a steady half of 6a's rate for ``seconds``.
+    Returns the runs the phase started (two per event)."""
+    results = commands_reader(bs, topics.run_results)
+    results.consume(1, 0.5)  # joined: now skip what earlier phases wrote
+    for tp in results.assignment():
+        tp.offset = results.get_watermark_offsets(tp, timeout=10)[1]
+        results.seek(tp)
+    codec = avro.results()
+    flow_done: dict[str, tuple[float, float]] = {}  # event tag -> (its flow run's result on the broker, since produce)
+
+    def read(until_count: int, deadline: float) -> None:
+        while len(flow_done) < until_count and time.monotonic() < deadline:
+            for msg in results.consume(1000, max(0.0, min(0.2, deadline - time.monotonic()))):
+                if msg.error() or not (msg.key() or b"").startswith(b"flow"):
+                    continue
+                result = codec.decode(msg.value())
+                state = json.loads(result.get("final_state_json") or "{}")
+                tag, sent = state.get("tag"), state.get("sent")
+                if isinstance(tag, str) and isinstance(sent, (int, float)) and tag not in flow_done:
+                    done = msg.timestamp()[1] / 1000
+                    flow_done[tag] = (done, done - sent)
+
+    def event(i: int) -> bytes:
+        tag = f"pipe-{uuid.uuid4()}"  # what the flow run's result is found by
+        return json.dumps({"id": tag, "type": "pipe", "lane": i % LANES, "sent": time.time(), "tag": tag}).encode()
+
+    try:
+        first = time.time()
+        client.produce_all(bs, [(topics.events, None, event(i)) for i in range(n)], timeout=60)
+        read(n, time.monotonic() + DEADLINE_S)
+        if len(flow_done) < n:
+            print(f"6a. full pipeline: only {len(flow_done)} of {n} flow runs settled in {DEADLINE_S}s")
+            return 2 * n
+        rate = n / (max(done for done, _ in flow_done.values()) - first)
+        print(f"6a. full pipeline, {n} events at once over {LANES} lanes (event -> run -> status event matched "
+              f"again -> flow run): {rate:,.0f} events/s fully settled ({2 * rate:,.0f} runs/s)")
+        print_quantiles("   produce -> flow run's result", [took for _, took in flow_done.values()])
+        flow_done.clear()
+        steady = max(1, int(rate / 2))
+        total = int(steady * seconds)
+        p = client.producer(bs, **{"linger.ms": 0})
+        start = time.perf_counter()
+        for i in range(total):
+            while (wait := start + i / steady - time.perf_counter()) > 0:
+                read(total, time.monotonic() + wait)  # read while waiting, without spinning
+            p.produce(topics.events, event(i))
+            p.poll(0)
+        p.flush(30)
+        read(total, time.monotonic() + 60)
+        print(f"6b. full pipeline at {steady}/s (half of 6a) for {seconds:.0f}s: {len(flow_done)}/{total} settled")
+        print_quantiles("   produce -> flow run's result", [took for _, took in flow_done.values()])
+        return 2 * (n + total)
+    finally:
+        results.close()
+
+
+def print_quantiles(what: str, seconds: list[float]) -> None:
+    if len(seconds) >= 2:
+        q = statistics.quantiles(seconds, n=100)
+        print(f"{what}: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
 
 
 def print_profile(path: Path, top: int = 25) -> None:
