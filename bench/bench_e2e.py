@@ -503,6 +503,7 @@ def pipe_phases(bs: KafkaConnection, topics: topics_mod.Topics, n: int, seconds:
               f"again -> flow run): {rate:,.0f} events/s fully settled ({2 * rate:,.0f} runs/s)")
         print_quantiles("   produce -> flow run's result", [took for _, took in flow_done.values()])
         flow_done.clear()
+        marks = {topic: end_offsets(bs, topic) for topic in (topics.events, topics.job_commands, topics.run_results)}
         steady = max(1, int(rate / 2))
         total = int(steady * seconds)
         p = client.producer(bs, **{"linger.ms": 0})
@@ -516,9 +517,76 @@ def pipe_phases(bs: KafkaConnection, topics: topics_mod.Topics, n: int, seconds:
         read(total, time.monotonic() + 60)
         print(f"6b. full pipeline at {steady}/s (half of 6a) for {seconds:.0f}s: {len(flow_done)}/{total} settled")
         print_quantiles("   produce -> flow run's result", [took for _, took in flow_done.values()])
+        pipe_hops(bs, topics, set(flow_done), marks)
         return 2 * (n + total)
     finally:
         results.close()
+
+
+def end_offsets(bs: KafkaConnection, topic: str) -> dict[int, int]:
+    c = commands_reader(bs, topic)
+    try:
+        return {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in c.assignment()}
+    finally:
+        c.close()
+
+
+def pipe_hops(bs: KafkaConnection, topics: topics_mod.Topics, tags: set[str], marks: dict[str, dict[int, int]]) -> None:
+    """Where 6b's time went, medians over its events (broker timestamps, and the command's
+    creation time in the worker): produce -> pipe result -> its status event on the events
+    topic -> flow command created -> flow result."""
+    at: dict[str, dict[str, float]] = {tag: {} for tag in tags}  # tag -> hop -> time (s)
+    sent: dict[str, float] = {}
+    results, commands = avro.results(), avro.commands()
+
+    def scan(topic: str, take: Any) -> None:
+        c = Consumer(client.config(bs, **{"group.id": f"hops-{uuid.uuid4()}", "enable.auto.commit": False}))
+        ends = end_offsets(bs, topic)
+        c.assign([TopicPartition(topic, part, off) for part, off in marks[topic].items()])
+        left = {part for part, off in marks[topic].items() if ends.get(part, 0) > off}
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            for msg in c.consume(1000, 0.2):
+                if msg.error():
+                    continue
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    left.discard(msg.partition())
+                take(msg)
+        c.close()
+
+    def on_result(msg: Any) -> None:
+        key = msg.key() or b""
+        if key.startswith((b"pipe", b"flow")):
+            state = json.loads(results.decode(msg.value()).get("final_state_json") or "{}")
+            if state.get("tag") in at:
+                at[state["tag"]][key[:4].decode() + " result"] = msg.timestamp()[1] / 1000
+                sent[state["tag"]] = state["sent"]
+
+    def on_event(msg: Any) -> None:
+        doc = json.loads(msg.value())
+        if doc.get("source") == "internal" and str(doc.get("job", "")).startswith("pipe"):
+            tag = (doc.get("final_state") or {}).get("tag")
+            if tag in at:
+                at[tag]["status event"] = msg.timestamp()[1] / 1000
+
+    def on_command(msg: Any) -> None:
+        if (msg.key() or b"").startswith(b"flow"):
+            cmd = commands.decode(msg.value())
+            tag = json.loads(cmd["params_json"] or "{}").get("tag")
+            if tag in at:
+                at[tag]["flow command"] = cmd["created_at"].timestamp()
+
+    scan(topics.run_results, on_result)
+    scan(topics.events, on_event)
+    scan(topics.job_commands, on_command)
+    order = ["pipe result", "status event", "flow command", "flow result"]
+    complete = [(sent[tag], *(hops[h] for h in order)) for tag, hops in at.items() if tag in sent and len(hops) == 4]
+    if not complete:
+        return
+    names = ["produce -> pipe result", "-> its status event", "-> flow command", "-> flow result"]
+    medians = [statistics.median(t[i + 1] - t[i] for t in complete) * 1000 for i in range(4)]
+    print("   where it went, median ms: " + ", ".join(f"{name} {m:.0f}" for name, m in zip(names, medians, strict=True))
+          + f" ({len(complete)} events)")
 
 
 def print_quantiles(what: str, seconds: list[float]) -> None:
