@@ -292,9 +292,9 @@ class _Field:
         if kind == "ip":
             bits, low, high = vp[1], vp[2], vp[3]
             plen = bits - (low ^ high).bit_length()
-            key = (bits, plen)
-            crowd = len(self.ip.get(key, {}).get(low >> (bits - plen), ()))
-            return "ip", (key, low >> (bits - plen)), (RANK_EXACT if low == high else RANK_NARROW), crowd
+            ip_key = (bits, plen)
+            crowd = len(self.ip.get(ip_key, {}).get(low >> (bits - plen), ()))
+            return "ip", (ip_key, low >> (bits - plen)), (RANK_EXACT if low == high else RANK_NARROW), crowd
         if kind in ("prefix", "suffix"):
             mapping = self.prefix if kind == "prefix" else self.suffix
             # An empty prefix/suffix is the (always present) quote: every string matches.
@@ -664,10 +664,11 @@ class Index:
                 for vp in vps:
                     structure, key, _, _ = field.place(vp)
                     reg = next(self._reg)
-                    bucket = field.add(vp, structure, key, reg, token)
+                    field_bucket = field.add(vp, structure, key, reg, token)
                     entry.registrations.append((structure, name, key, reg))
-                    if bucket is not None and len(bucket) >= _REBALANCE_FROM and len(bucket) & (len(bucket) - 1) == 0:
-                        crowded.append(bucket)
+                    if (field_bucket is not None and len(field_bucket) >= _REBALANCE_FROM
+                            and len(field_bucket) & (len(field_bucket) - 1) == 0):
+                        crowded.append(field_bucket)
         if crowded and not self._rebalancing:
             self._rebalance(crowded)
 
