@@ -3,6 +3,7 @@ only those."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -58,3 +59,27 @@ def test_the_schedule_step_commits_what_it_processed(stack: Stack, worker: Worke
     finally:
         consumer.close()
     assert not behind, f"(committed, end) of partitions not committed to their end: {behind}"
+
+
+def test_refusals_are_logged_once_per_partition_and_generation(caplog: pytest.LogCaptureFixture) -> None:
+    """A rebalance can skip hundreds of records of a partition: one log line says so."""
+    faust_driver.acknowledge_only_delivered(["app.triggers"])
+    consumer = faust_driver.KafkaConsumer.__new__(faust_driver.KafkaConsumer)  # ack() needs no running consumer
+    consumer._unacked_messages = set()
+
+    def skipped(partition: int, offset: int, generation: int) -> ConsumerMessage:
+        m = ConsumerMessage("app.triggers", partition, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
+        consumer._unacked_messages.add(m)
+        return m
+
+    with caplog.at_level(logging.INFO, logger=faust_driver.__name__):
+        refused = [consumer.ack(skipped(p, o, g)) for g, p, o in
+                   [(7, 0, 10), (7, 0, 11), (7, 0, 12), (7, 1, 4), (8, 0, 13), (8, 0, 14)]]
+    assert refused == [False] * 6 and not consumer._unacked_messages
+    lines = [r.getMessage() for r in caplog.records if "skipped by the stream" in r.getMessage()]
+    assert lines == [
+        "app.triggers/0: records from offset 10 were skipped by the stream during a rebalance; they are read again",
+        "app.triggers/1: records from offset 4 were skipped by the stream during a rebalance; they are read again",
+        "app.triggers/0: records from offset 13 were skipped by the stream during a rebalance; they are read again",
+    ]
+    assert faust_driver.KafkaConsumer._skips_logged[1] == set()  # the class default stays empty

@@ -126,6 +126,10 @@ async def fetched_highwaters(servers: Any, listed: dict[TP, int], timeout: float
 
 
 class KafkaConsumer(faust_aiokafka.Consumer):
+    # the generation whose refused acknowledgements were logged, and their partitions (the
+    # default's generation matches none: the first refusal makes the instance its own set)
+    _skips_logged: tuple[object, set[Any]] = (object(), set())
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _SeekingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -134,8 +138,13 @@ class KafkaConsumer(faust_aiokafka.Consumer):
             # skipped by Faust's stream during a rebalance: never processed, so never
             # committed; not waited for either (the rebalance's seek reads it again)
             self._unacked_messages.discard(message)
-            log.info("%s/%s/%s was skipped by the stream during a rebalance; it is read again",
-                     message.topic, message.partition, message.offset)
+            generation, logged = self._skips_logged
+            if generation != message.generation_id:
+                self._skips_logged = generation, logged = message.generation_id, set()
+            if message.tp not in logged:  # one line per partition and generation, not per record
+                logged.add(message.tp)
+                log.info("%s/%s: records from offset %s were skipped by the stream during a rebalance; "
+                         "they are read again", message.topic, message.partition, message.offset)
             return False
         return super().ack(message)
 
