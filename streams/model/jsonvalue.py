@@ -215,6 +215,16 @@ _BIG_INT_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_b
 # msgspec's decoder (untyped: dict, list, str, int, bool, None, and _parse_float's
 # Decimals): tried first; anything it raises sends the text to the scanners above.
 _FAST_DECODER = msgspec.json.Decoder(float_hook=_parse_float)
+_REFUSED = object()
+
+
+def _fast_parse(raw: bytes) -> Any:
+    """msgspec's value, or _REFUSED for anything it raises (the caller then parses with
+    the scanner outside this except clause, so the scanner's error is not chained to it)."""
+    try:
+        return _FAST_DECODER.decode(raw)
+    except Exception:
+        return _REFUSED
 
 
 def _parse(text: str) -> Any:
@@ -257,12 +267,8 @@ def _loads(data: str | bytes, max_depth: int | None, fast: bool) -> Any:
     if max_depth is not None and _too_deep(raw, max_depth):
         raise ValueError(f"nested too deeply: more than {max_depth} levels of arrays/objects")
     bom = text[:1] == "\ufeff"
-    if fast:
-        try:
-            value = _FAST_DECODER.decode(raw[3:] if bom else raw)  # the BOM is 3 bytes of UTF-8
-        except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
-            fast = False
-    if not fast:  # outside the except clause: the scanner's error is not chained to msgspec's
+    value = _fast_parse(raw[3:] if bom else raw) if fast else _REFUSED  # the BOM is 3 bytes of UTF-8
+    if value is _REFUSED:
         try:
             value = _parse(text[1:] if bom else text)
         except RecursionError:
@@ -319,12 +325,8 @@ def _load_event_text(data: bytes | None, limits: Limits, fast: bool) -> tuple[di
         raise NotAJsonObject("not JSON: starts with a byte order mark (U+FEFF)")
     if _too_deep(data, limits.max_depth):
         raise NotAJsonObject(f"nested too deeply: more than {limits.max_depth} levels of arrays/objects")
-    if fast:
-        try:
-            value = _FAST_DECODER.decode(data)
-        except Exception:  # refused by msgspec, whatever the cause: the scanner's answer stands
-            fast = False
-    if not fast:  # outside the except clause: the scanner's error is not chained to msgspec's
+    value = _fast_parse(data) if fast else _REFUSED
+    if value is _REFUSED:
         value = _stdlib_parse_event(text)
     if type(value) is not dict:
         raise NotAJsonObject(f"JSON {_json_kind(value)}, not an object")
