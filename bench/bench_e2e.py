@@ -248,6 +248,16 @@ def main() -> None:
             print_profile(work / "profile.txt")
 
 
+def reader_at_end(bs: KafkaConnection, topic: str) -> Consumer:
+    """A reader of ``topic`` that skips what earlier phases wrote."""
+    c = commands_reader(bs, topic)
+    c.consume(1, 0.5)  # joined
+    for tp in c.assignment():
+        tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
+        c.seek(tp)
+    return c
+
+
 def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consumer, label: str, rate: int, why: str,
                   seconds: float, n_handlers: int, first: int) -> None:
     """4. produce -> job command at a steady ``rate`` for ``seconds`` (events numbered from
@@ -256,11 +266,7 @@ def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consum
     latencies: list[float] = []
     to_schedule: list[float] = []  # produce -> the schedule step wrote the command
     sent_by_run: dict[str, float] = {}  # run id -> when its event was produced
-    triggers = commands_reader(bs, topics.triggers)
-    triggers.consume(1, 0.5)  # joined: now skip what earlier phases wrote
-    for tp in triggers.assignment():
-        tp.offset = triggers.get_watermark_offsets(tp, timeout=10)[1]
-        triggers.seek(tp)
+    triggers = reader_at_end(bs, topics.triggers)
 
     def record(msg: Any) -> None:
         cmd = avro.commands().decode(msg.value())
@@ -467,11 +473,7 @@ def pipe_handlers() -> list[dict[str, Any]]:
 def pipe_phases(bs: KafkaConnection, topics: topics_mod.Topics, n: int, seconds: float) -> int:
     """6a: n events at once, fully settled; 6b: a steady half of 6a's rate for ``seconds``.
     Returns the runs the phase started (two per event)."""
-    results = commands_reader(bs, topics.run_results)
-    results.consume(1, 0.5)  # joined: now skip what earlier phases wrote
-    for tp in results.assignment():
-        tp.offset = results.get_watermark_offsets(tp, timeout=10)[1]
-        results.seek(tp)
+    results = reader_at_end(bs, topics.run_results)
     codec = avro.results()
     flow_done: dict[str, tuple[float, float]] = {}  # event tag -> (its flow run's result on the broker, since produce)
 
