@@ -116,6 +116,14 @@ class Broker:
             self.offsets[partition] = offset
             fut.set_result(Meta(TOPIC, partition, offset))
 
+    def ack_at(self, i: int) -> None:
+        """Acknowledge the i-th record sent, out of order (a request to another partition
+        retried, or answered first)."""
+        _key, _value, partition, fut = self.sent[i]
+        offset = self.offsets.get(partition, -1) + 1
+        self.offsets[partition] = offset
+        fut.set_result(Meta(TOPIC, partition, offset))
+
     def refuse_next(self, exc: Exception) -> None:
         next(s for s in self.sent if not s[3].done())[3].set_exception(exc)
 
@@ -244,5 +252,43 @@ def test_settle_waits_for_the_records_on_their_way_then_reads_rocksdb() -> None:
         assert table.data.plain() == {"m:a": {"v": 1}}
         assert view.get("m:a") == {"v": 1} and view.get("m:b") is None
         assert list(table.data.persisted.values()) == [0]
+
+    asyncio.run(scenario())
+
+
+def test_acknowledged_waits_for_every_record_sent_not_only_the_last_batch() -> None:
+    """The schedule step writes a job's new state only once every job-runs record before it
+    is acknowledged. Batch 1 dispatches the job's run (partition 0); batch 2 writes only to
+    partition 1 and is acknowledged first: batch 1's record is still on its way, and
+    waiting for the last batch's acknowledgements alone would let the state go first."""
+
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        write(view, Event(Message(0)), {"m:a": {"running": {"r1": {"attempt": 1}}}})
+        await view.apply(broker.send)
+        write(view, Event(Message(1)), {"m:b": {"head": 1}})
+        await view.apply(broker.send)
+        broker.ack_at(1)  # batch 2's record, first
+        waiter = asyncio.ensure_future(view.acknowledged())
+        await callbacks()
+        assert not waiter.done(), "returned while batch 1's job record was unacknowledged"
+        broker.ack_at(0)
+        await asyncio.wait_for(waiter, 1.0)
+        assert table.data.plain() == {"m:a": {"running": {"r1": {"attempt": 1}}}, "m:b": {"head": 1}}
+        await asyncio.wait_for(view.acknowledged(), 1.0)  # nothing on its way: at once
+
+    asyncio.run(scenario())
+
+
+def test_acknowledged_raises_when_a_record_was_refused() -> None:
+    async def scenario() -> None:
+        refused: list[BaseException] = []
+        view, broker = Overlay(Table(), refused.append), Broker()
+        write(view, Event(Message(0)), {"m:a": {"v": 1}})
+        await view.apply(broker.send)
+        broker.refuse_next(RuntimeError("not leader"))
+        with pytest.raises(RuntimeError, match="not leader"):
+            await view.acknowledged()
 
     asyncio.run(scenario())

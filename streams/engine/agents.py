@@ -345,8 +345,6 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         inbox[:] = [event for event in inbox if id(event) not in taken]
         return batch
 
-    runs_unacked: list[asyncio.Future[Any]] = []  # the last batch's job-runs changelog writes
-
     async def schedule_batch(batch: list[Any]) -> None:
         now = now_ms()
         out = Outputs()
@@ -390,9 +388,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         # job-runs records only once the state is (a successor never finds the run settled
         # without its state; settling the same result again is harmless).
         if states_view.holds_writes():
-            await asyncio.gather(*runs_unacked)
+            await runs_view.acknowledged()
             await asyncio.gather(*await states_view.apply(send_raw))
-        runs_unacked[:] = await runs_view.apply(send_raw, write_order)
+        await runs_view.apply(send_raw, write_order)
         # 3. what follows from them
         for job, internal in out.events:
             value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")

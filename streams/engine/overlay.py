@@ -163,6 +163,14 @@ class Overlay:
         tp = TP(meta.topic, meta.partition)
         self._acked[tp] = max(self._acked.get(tp, -1), meta.offset)
 
+    async def acknowledged(self) -> None:
+        """Wait until every changelog record sent so far is acknowledged (raises the error
+        of one the broker refused). Not only the last batch's: acknowledgements of two
+        partitions may come in either order (a request retried), and a batch that wrote
+        nothing to a partition says nothing of an earlier batch's record there."""
+        if self._unacked:
+            await asyncio.gather(*list(self._unacked))
+
     def _persist_offsets(self) -> None:
         for tp, offset in self._acked.items():
             self.table.data.set_persisted_offset(tp, offset)
