@@ -10,10 +10,13 @@ BIN     = $(VENV)/bin
 $(BIN)/signalbox: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,embedded]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,embedded,native]'
 	touch $(BIN)/signalbox
 
+# The matcher compiled with mypyc, beside the plain-Python sources it is used for only while
+# they are unchanged (streams/native.py); without a C compiler it is skipped, not an error.
 install: $(BIN)/signalbox
+	$(BIN)/signalbox native build
 
 dev: install
 	$(BIN)/signalbox dev

@@ -162,6 +162,9 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     sample = jsonvalue.dumps(make_event(1, random.Random(1)))
+    from streams import native
+
+    print(f"matcher: {' '.join(native.status())}")
     print(f"python {sys.version.split()[0]}; event size {len(sample.encode())} bytes; {args.seconds:g} s per size")
     header = ("handlers", "build s", "events/s", "best", "matches/event", "candidates/event")
     print("{:>9} {:>8} {:>10} {:>10} {:>14} {:>17}".format(*header))

@@ -496,6 +496,17 @@ def cmd_runner(args: argparse.Namespace) -> int:
     return run_runner(settings, load_topics(settings), args.jobs, loglevel=args.loglevel)
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    from streams import native
+
+    if args.action == "build":
+        native.build()  # never fails: the matcher then runs as plain Python
+    else:
+        mode, why = native.status()
+        print(f"matcher: {mode} ({why})")
+    return EXIT_OK
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from streams.cli.dev import run_dev
     from streams.kafka.broker import BrokerError
@@ -728,6 +739,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(env SIGNALBOX_METRICS_PORT)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_runner)
+
+    p = sub.add_parser("native", help="the matcher compiled with mypyc: build it, or say which form runs",
+                       description="`make install` compiles the matcher's modules with mypyc into the virtual "
+                       "environment, keyed by a hash of their sources; a worker uses that build only while the "
+                       "sources are unchanged, else plain Python (SIGNALBOX_NATIVE=0 turns it off).")
+    p.add_argument("action", choices=["build", "status"])
+    p.set_defaults(func=cmd_native)
 
     p = sub.add_parser("tail", parents=[common], help="print run results as they arrive")
     p.add_argument("--commands", action="store_true", help="print job commands too")

@@ -9,7 +9,7 @@ from faust import Worker
 from mode import Worker as ServiceWorker
 from prometheus_client import start_http_server
 
-from streams import jobs
+from streams import jobs, native
 from streams.contracts import topics as topics_mod
 from streams.engine.agents import build_app
 from streams.engine.handler_feed import HandlerFeed
@@ -58,6 +58,8 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     worker.spinner = None
     # Faust configures logging only in execute_from_commandline: print, so it is always seen.
     print(f"signalbox worker: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
+    mode, why = native.status()
+    print(f"signalbox worker: matcher: {mode} ({why})", file=sys.stderr, flush=True)
     port = settings.metrics_port or settings.web_port
     if port is not None:
         print(f"signalbox worker: metrics at http://{settings.web_host}:{port}/metrics", file=sys.stderr, flush=True)

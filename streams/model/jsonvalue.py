@@ -364,7 +364,10 @@ def _json_kind(value: Any) -> str:
         return "boolean"
     if isinstance(value, (int, Decimal)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+_KINDS: dict[type, str] = {str: "string", list: "array", dict: "object"}
 
 
 def load_object(data: bytes | None) -> dict[str, Any]:
