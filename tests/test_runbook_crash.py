@@ -1,8 +1,9 @@
 """The run book survives a kill -9 at any point of a batch's table writes.
 
-The schedule step sends a batch's commands (acknowledged), then its states, then its
-``job-runs`` writes in ``write_order``; a kill keeps any prefix of those writes, and the
-batch's input records, never committed, are processed again by the successor. This test
+The schedule step sends a batch's commands and its states together (both acknowledged),
+then its ``job-runs`` writes in ``write_order``; a kill keeps any subset of the commands and
+states, or all of them and a prefix of the ``job-runs`` writes, and the batch's input
+records, never committed, are processed again by the successor. This test
 plays every such crash, for every batch of a scenario (triggers that queue, runs that
 settle, one that fails and retries, an event replayed while its run waits), against the
 pure ``RunBook`` with in-memory stores, and checks what an operator would count from
@@ -75,7 +76,8 @@ def run(command: dict[str, Any]) -> dict[str, Any]:
 
 def play(crash_at: tuple[int, int] | None, keep_book: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     """Run the scenario; crash_at = (batch number, how many of its job-runs writes survive,
-    -1 for: not even its states). ``keep_book``: one book lives from batch to batch (with
+    -1 for: its commands and not its states, -2: its states and not its commands, -3:
+    neither). ``keep_book``: one book lives from batch to batch (with
     its in-memory index of waiting runs), as in a worker, until the crash; else each batch
     gets a new one (the index is read from the stores every time). Returns the commands,
     the final stores and the batches."""
@@ -108,17 +110,20 @@ def play(crash_at: tuple[int, int] | None, keep_book: bool = False) -> tuple[lis
         if out.accepted:
             held_runs.set(f"b:{batch:06d}", out.accepted)
         sent = [json.loads(value) for _, value in out.commands]
-        commands += sent  # acknowledged before any table write
-        for command in sent:
-            inbox.append(("result", run(command)))
+        crashes = crash_at is not None and crash_at[0] == batch
+        if not (crashes and crash_at is not None and crash_at[1] in (-2, -3)):
+            commands += sent  # acknowledged before any job-runs write
+            for command in sent:
+                inbox.append(("result", run(command)))
         for key in [k for k in held_runs.writes if k.startswith("t:")]:
             if held_runs.writes[key] is not DELETED:  # a retry timer: due at once here
                 inbox.append(("trigger", {"kind": "retry", "job": JOB, "run_id": key.rsplit(":", 1)[1],
                                           "attempt": held_runs.writes[key], "key": key}))
         ordered = sorted(held_runs.writes.items(), key=lambda kv: write_order(kv[0], kv[1] is DELETED))
-        if crash_at is not None and crash_at[0] == batch:
-            if crash_at[1] >= 0:
+        if crashes and crash_at is not None:
+            if crash_at[1] >= 0 or crash_at[1] == -2:
                 apply(states, list(held_states.writes.items()))
+            if crash_at[1] >= 0:
                 apply(runs, ordered[:crash_at[1]])
             crash_at = None  # the successor takes the same record again
             book = None  # with nothing of the dead worker's memory
@@ -154,7 +159,7 @@ def batches_and_writes() -> list[tuple[int, int]]:
     _, _, batches = play(None)
     points = []
     for b in range(batches):
-        for k in range(-1, 12):
+        for k in range(-3, 12):
             points.append((b, k))
     return points
 

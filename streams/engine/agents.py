@@ -370,11 +370,21 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     out.merge(one)
                 if run_ids:
                     accepted.append((event, run_ids))
-        # 1. the commands, acknowledged by the broker before anything records them as sent
+        # 1. the commands and the states, both acknowledged by the broker before anything
+        # records the commands as sent. The two tables have separate changelogs, and a kill
+        # -9 can leave any subset of the records in flight: a job's new state is sent only
+        # once every earlier job-runs record is acknowledged (the slot of the run that left
+        # it exists on the changelog), and this batch's job-runs records only once the state
+        # is (a successor never finds the run settled without its state; settling the same
+        # result again gives the same state). A state may land while its batch's commands
+        # do not: the successor settles the result again, to the same state, and sends them.
         sent = [await send_raw(topics.job_commands, job.encode(), value) for job, value in out.commands]
+        if states_view.holds_writes():
+            await runs_view.acknowledged()
+            sent += await states_view.apply(send_raw)
         if sent:
             await asyncio.gather(*sent)
-        # 2. the tables (queues, slots, states), then the run ids as scheduled
+        # 2. the job-runs table (queues, slots), then the run ids as scheduled
         per_partition: dict[int, tuple[Any, list[str]]] = {}  # one entry per partition and batch
         for event, run_ids in accepted:
             partition = event.message.partition
@@ -382,14 +392,6 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         for partition, (event, run_ids) in per_partition.items():
             with processing(event):
                 dedup.record(partition, run_ids, now, runs_view.set)
-        # The two tables have separate changelogs, and a kill -9 can leave any subset of the
-        # records in flight: a job's new state is written only once every earlier job-runs
-        # record is acknowledged (its run's slot exists on the changelog), and this batch's
-        # job-runs records only once the state is (a successor never finds the run settled
-        # without its state; settling the same result again is harmless).
-        if states_view.holds_writes():
-            await runs_view.acknowledged()
-            await asyncio.gather(*await states_view.apply(send_raw))
         await runs_view.apply(send_raw, write_order)
         # 3. what follows from them
         for job, internal in out.events:
