@@ -36,6 +36,7 @@ PACKAGE = Path(__file__).resolve().parent  # streams/
 MODULES = ("streams.matching.index", "streams.matching.match", "streams.filters.eventbridge",
            "streams.filters.jsonb", "streams.model.jsonvalue")
 ENV = "SIGNALBOX_NATIVE"
+KEEP_BUILDS = 4  # builds kept in the environment, the current one included
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]  # e.g. .cpython-311-x86_64-linux-gnu.so
 
 
@@ -184,9 +185,11 @@ def build(quiet: bool = False) -> Path | None:
             return None
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    for old in builds_root().iterdir():  # builds of earlier sources are never used again
-        if old != target:
-            shutil.rmtree(old, ignore_errors=True)
+    # builds of other sources: the newest few stay (other checkouts of this environment)
+    others = sorted((d for d in builds_root().iterdir() if d != target and not d.name.startswith(".")),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in others[KEEP_BUILDS - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
     if not quiet:
         print(f"compiled matcher: built with mypyc ({target})")
     return target

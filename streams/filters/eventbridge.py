@@ -403,7 +403,10 @@ class CompiledPattern:
         if isinstance(self._trie, NameTrie):
             fields, arrays = extract(event, self._trie)
             if not arrays:
-                return any(_all_fields(specs, fields) for specs in self._predicates)
+                for specs in self._predicates:
+                    if _all_fields(specs, fields):
+                        return True
+                return False
         else:
             fields = flatten(event, self.used_steps)
         return any(_search(specs, 0, _NO_ARRAYS, fields) for specs in self._predicates)
@@ -475,44 +478,49 @@ def extract(event: dict[str, Any], trie: NameTrie) -> tuple[dict[str, list[Leaf]
     for those names, without visiting the rest of the event), and whether an array was
     crossed on the way."""
     out: dict[str, list[Leaf]] = {}
-    arrays = [0]
+    arrays = _extract_at(event, trie, _NO_ARRAYS, out, 0)
+    return out, arrays > 0
 
-    def at(value: Any, node: NameTrie, membership: dict[int, int]) -> None:
-        if isinstance(value, dict):
-            children = node.children
-            if children:
-                for key, sub in value.items():
-                    child = children.get(key)
+
+def _extract_at(value: Any, node: NameTrie, membership: dict[int, int], out: dict[str, list[Leaf]],
+                arrays: int) -> int:
+    """:func:`extract` below ``node``; ``arrays`` numbers the arrays met so far (each array
+    its own id, in visiting order). Returns the count after this subtree. (Module-level
+    functions, not closures: the compiled matcher calls them natively.)"""
+    if isinstance(value, dict):
+        children = node.children
+        if children:
+            for key, sub in value.items():
+                child = children.get(key)
+                if child is None:
+                    if "." not in key:
+                        continue
+                    child = node.follow(key)
                     if child is None:
-                        if "." not in key:
-                            continue
-                        child = node.follow(key)
-                        if child is None:
-                            continue
-                    if child.children or isinstance(sub, list):
-                        at(sub, child, membership)
-                    elif child.name is not None and not isinstance(sub, dict):
-                        add(child.name, sub, membership)
-        elif isinstance(value, list):
-            array_id = arrays[0]
-            arrays[0] += 1
-            for index, element in enumerate(value):
-                if isinstance(element, (dict, list)):
-                    at(element, node, {**membership, array_id: index})
-                elif node.name is not None:
-                    add(node.name, element, membership)
-        elif node.name is not None:
-            add(node.name, value, membership)
+                        continue
+                if child.children or isinstance(sub, list):
+                    arrays = _extract_at(sub, child, membership, out, arrays)
+                elif child.name is not None and not isinstance(sub, dict):
+                    _extract_add(out, child.name, sub, membership)
+    elif isinstance(value, list):
+        array_id = arrays
+        arrays += 1
+        for index, element in enumerate(value):
+            if isinstance(element, (dict, list)):
+                arrays = _extract_at(element, node, {**membership, array_id: index}, out, arrays)
+            elif node.name is not None:
+                _extract_add(out, node.name, element, membership)
+    elif node.name is not None:
+        _extract_add(out, node.name, value, membership)
+    return arrays
 
-    def add(name: str, value: Any, membership: dict[int, int]) -> None:
-        bucket = out.get(name)
-        if bucket is None:
-            out[name] = [Leaf(value, membership)]
-        else:
-            bucket.append(Leaf(value, membership))
 
-    at(event, trie, _NO_ARRAYS)
-    return out, arrays[0] > 0
+def _extract_add(out: dict[str, list[Leaf]], name: str, value: Any, membership: dict[int, int]) -> None:
+    bucket = out.get(name)
+    if bucket is None:
+        out[name] = [Leaf(value, membership)]
+    else:
+        bucket.append(Leaf(value, membership))
 
 
 def _all_fields(
@@ -525,9 +533,17 @@ def _all_fields(
             if absent:
                 continue
             return False
-        if not any(p(leaf) for leaf in leaves for p in predicates):
+        if not _any_leaf_meets(leaves, predicates):
             return False
     return True
+
+
+def _any_leaf_meets(leaves: list[Leaf], predicates: tuple[Callable[[Leaf], bool], ...]) -> bool:
+    for leaf in leaves:
+        for p in predicates:
+            if p(leaf):
+                return True
+    return False
 
 
 def _search(

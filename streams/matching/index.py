@@ -34,7 +34,6 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from streams.filters import eventbridge as eb
@@ -46,10 +45,24 @@ __all__ = ["Index", "Match", "compile", "extract", "extract_params", "split_path
 _MISSING = object()
 
 
-@dataclass(frozen=True, slots=True)
 class Match:
-    handler: Handler
-    params: dict[str, Any]
+    """A handler that fires for an event, with its parameters. A plain class, not a
+    dataclass: the compiled matcher (``streams/native.py``) builds it natively, where a
+    dataclass's generated ``__init__`` stays interpreted (5% of a match)."""
+
+    __slots__ = ("handler", "params")
+
+    def __init__(self, handler: Handler, params: dict[str, Any]) -> None:
+        self.handler = handler
+        self.params = params
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Match) and self.handler == other.handler and self.params == other.params
+
+    __hash__ = None  # type: ignore[assignment]  # params is a dict
+
+    def __repr__(self) -> str:
+        return f"Match(handler={self.handler!r}, params={self.params!r})"
 
 
 # -- parameters -------------------------------------------------------------------------
@@ -173,14 +186,16 @@ class _LengthMap:
     def size(self, key: str) -> int:
         return len(self.by_key.get(key, ()))
 
-    def hits(self, text: str) -> Iterable[dict[int, Any]]:
+    def hits(self, text: str) -> list[dict[int, Any]]:
         by_key = self.by_key
         n = len(text)
+        found = []
         for length in self.lengths:
             if length <= n:
                 bucket = by_key.get(text[n - length :] if self.suffix else text[:length])
                 if bucket is not None:
-                    yield bucket
+                    found.append(bucket)
+        return found
 
 
 class _Ranges:
