@@ -13,8 +13,10 @@ Prints, from one run on one broker:
    the schedule step's intake (runs accepted: queued or commanded), each against (2);
    every run settled: runs/s; where a job's round trip goes;
 4. latency produce -> job command at a steady rate, (4a) half the capacity phase 3
-   measured, then (4b) ``--rate``: p50, p99; of which produce -> the match step's triggers
-   record and produce -> the schedule step's command; produce -> result settled;
+   measured, then (4b) ``--rate``, then (4c) a tenth of the capacity, where an event's job
+   has rarely a run in flight to wait for (the engine's own hops): p50, p99; of which
+   produce -> the match step's triggers record and produce -> the schedule step's
+   command; produce -> result settled;
 5. one job's serial chain: N events of one job at once, runs/s from its first command
    to its last result (every run waits for the previous one to settle);
 6. the full pipeline, internal events matched again: each event starts a run of one of 64
@@ -222,6 +224,8 @@ def main() -> None:
             half = max(1, int(capacity / 2)) if capacity == capacity else 0  # NaN: phase 3 failed
             steady = [("4a", half, "half the capacity of phase 3")] if half else []
             steady.append(("4b", args.rate, "the --rate"))
+            if half:  # each job gets an event every ~1.3 s: the engine's own hops, no run in flight to wait for
+                steady.append(("4c", max(1, int(capacity / 10)), "a tenth of the capacity: jobs mostly idle"))
             offset = 0
             for label, rate, why in steady:
                 latency_phase(bs, topics, reader, label, rate, why, args.seconds, args.handlers, offset)
