@@ -292,3 +292,68 @@ def test_acknowledged_raises_when_a_record_was_refused() -> None:
             await view.acknowledged()
 
     asyncio.run(scenario())
+
+
+def test_sealed_layers_are_read_newest_first_and_sent_only_when_applied() -> None:
+    """The schedule step decides batch 2 while batch 1 waits for its commands' acknowledgements:
+    batch 2 reads batch 1's writes, and nothing of batch 2 reaches the changelog before it
+    is applied, after batch 1."""
+
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        event = Event(Message(1))
+        write(view, event, {"m:job": {"running": ["r0"]}, "q:job:0": {"run_id": "r0"}})
+        first = view.seal()
+        assert view.get("m:job") == {"running": ["r0"]}  # sealed, still read
+        write(view, event, {"m:job": {"running": ["r1"]}, "q:job:0": None})
+        second = view.seal()
+        assert view.get("m:job") == {"running": ["r1"]} and view.get("q:job:0") is None  # newest layer wins
+        assert broker.sent == [] and not view.holds_writes()
+        with pytest.raises(RuntimeError):
+            await view.apply(broker.send, write_order, layer=second)  # not before the older one
+        assert broker.sent == []
+        with processing(event):
+            first.set("b:000000000000001:1", [1, ["r0"]])  # a write added after the seal (dedup entry)
+        acks = await view.apply(broker.send, write_order, layer=first)
+        assert sorted(json.loads(k) for k, *_ in broker.sent) == ["b:000000000000001:1", "m:job", "q:job:0"]
+        assert view.get("m:job") == {"running": ["r1"]}, "the older layer's record in flight hid the newer layer"
+        broker.ack()
+        await asyncio.gather(*acks)
+        await callbacks()
+        assert table.data.plain() == {"m:job": {"running": ["r0"]}, "q:job:0": {"run_id": "r0"},
+                                      "b:000000000000001:1": [1, ["r0"]]}
+        assert view.get("m:job") == {"running": ["r1"]} and view.get("q:job:0") is None
+        await view.apply(broker.send, write_order, layer=second)
+        broker.ack()
+        await callbacks()
+        assert table.data.plain() == {"m:job": {"running": ["r1"]}, "b:000000000000001:1": [1, ["r0"]]}
+        assert view.get("m:job") == {"running": ["r1"]}
+        with pytest.raises(RuntimeError):
+            await view.apply(broker.send, write_order, layer=second)  # each layer once
+
+    asyncio.run(scenario())
+
+
+def test_a_sealed_layer_stays_readable_while_it_is_being_sent() -> None:
+    """apply() awaits each send: a batch decided meanwhile must still read every write of the
+    layer, sent or not."""
+
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        event = Event(Message(0))
+        write(view, event, {f"k{i}": i for i in range(5)})
+        layer = view.seal()
+        seen: list[list[Any]] = []
+
+        async def slow_send(*args: Any) -> asyncio.Future[Any]:
+            seen.append([view.get(f"k{i}") for i in range(5)])  # what a concurrent decision reads
+            await asyncio.sleep(0)
+            return await broker.send(*args)
+
+        await view.apply(slow_send, None, layer=layer)
+        assert seen == [[0, 1, 2, 3, 4]] * 5
+        assert [view.get(f"k{i}") for i in range(5)] == [0, 1, 2, 3, 4]
+
+    asyncio.run(scenario())

@@ -77,7 +77,8 @@ def run(command: dict[str, Any]) -> dict[str, Any]:
 def play(crash_at: tuple[int, int] | None, keep_book: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     """Run the scenario; crash_at = (batch number, how many of its job-runs writes survive,
     -1 for: its commands and not its states, -2: its states and not its commands, -3:
-    neither). ``keep_book``: one book lives from batch to batch (with
+    neither, -4: its commands and those of the next batch, decided on its unwritten writes,
+    and no table write of either). ``keep_book``: one book lives from batch to batch (with
     its in-memory index of waiting runs), as in a worker, until the crash; else each batch
     gets a new one (the index is read from the stores every time). Returns the commands,
     the final stores and the batches."""
@@ -88,16 +89,10 @@ def play(crash_at: tuple[int, int] | None, keep_book: bool = False) -> tuple[lis
     inbox.append(("trigger", trigger(3)))  # a replayed event while its run waits
     batch = 0
     book: RunBook | None = None
-    while inbox and batch < 200:
-        kind, record = inbox[0]
-        held_runs, held_states = Held(runs), Held(states)
-        if book is None or not keep_book:
-            book = RunBook(held_runs, held_states, StateLimits(), 1000, lambda job: 1,
-                           lambda c: json.dumps(c).encode())
-        book.runs, book.states = held_runs, held_states
 
-        def seen(run_id: str, held_runs: Held = held_runs) -> bool:
-            return any(run_id in v for k, v in {**runs, **held_runs.writes}.items()
+    def decide(kind: str, record: dict[str, Any], book: RunBook, held_runs: Held, number: int) -> Outputs:
+        def seen(run_id: str) -> bool:
+            return any(run_id in v for k, v in {**held_runs.base, **held_runs.writes}.items()
                        if k.startswith("b:") and v is not DELETED)
 
         out = Outputs()
@@ -108,19 +103,41 @@ def play(crash_at: tuple[int, int] | None, keep_book: bool = False) -> tuple[lis
         else:
             book.on_result(record, json.dumps(record).encode(), 10**12, seen, out)
         if out.accepted:
-            held_runs.set(f"b:{batch:06d}", out.accepted)
+            held_runs.set(f"b:{number:06d}", out.accepted)
+        return out
+
+    def land(out: Outputs) -> None:
         sent = [json.loads(value) for _, value in out.commands]
+        commands.extend(sent)  # acknowledged before any job-runs write
+        for command in sent:
+            inbox.append(("result", run(command)))
+
+    while inbox and batch < 200:
+        kind, record = inbox[0]
+        held_runs, held_states = Held(runs), Held(states)
+        if book is None or not keep_book:
+            book = RunBook(held_runs, held_states, StateLimits(), 1000, lambda job: 1,
+                           lambda c: json.dumps(c).encode())
+        book.runs, book.states = held_runs, held_states
+        out = decide(kind, record, book, held_runs, batch)
         crashes = crash_at is not None and crash_at[0] == batch
         if not (crashes and crash_at is not None and crash_at[1] in (-2, -3)):
-            commands += sent  # acknowledged before any job-runs write
-            for command in sent:
-                inbox.append(("result", run(command)))
+            land(out)
         for key in [k for k in held_runs.writes if k.startswith("t:")]:
             if held_runs.writes[key] is not DELETED:  # a retry timer: due at once here
                 inbox.append(("trigger", {"kind": "retry", "job": JOB, "run_id": key.rsplit(":", 1)[1],
                                           "attempt": held_runs.writes[key], "key": key}))
         ordered = sorted(held_runs.writes.items(), key=lambda kv: write_order(kv[0], kv[1] is DELETED))
         if crashes and crash_at is not None:
+            if crash_at[1] == -4 and len(inbox) > 1:
+                # pipelined: the next batch was decided on this one's unwritten writes, and
+                # its commands landed; neither batch's table writes did
+                runs_next, states_next = dict(runs), dict(states)
+                apply(runs_next, ordered)
+                apply(states_next, list(held_states.writes.items()))
+                after_runs, after_states = Held(runs_next), Held(states_next)
+                book.runs, book.states = after_runs, after_states
+                land(decide(*inbox[1], book, after_runs, batch + 1))
             if crash_at[1] >= 0 or crash_at[1] == -2:
                 apply(states, list(held_states.writes.items()))
             if crash_at[1] >= 0:
@@ -159,7 +176,7 @@ def batches_and_writes() -> list[tuple[int, int]]:
     _, _, batches = play(None)
     points = []
     for b in range(batches):
-        for k in range(-3, 12):
+        for k in range(-4, 12):
             points.append((b, k))
     return points
 

@@ -29,7 +29,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -40,7 +40,7 @@ from streams.contracts.topics import Topics
 from streams.engine.dedup import RunDedup
 from streams.engine.handler_feed import HandlerFeed
 from streams.engine.metrics import WorkerMetrics, count, install_faust_sensor
-from streams.engine.overlay import Overlay, processing
+from streams.engine.overlay import Layer, Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.batch_consumer import BatchConsumer, committed_offsets
 from streams.kafka.connection import kafka_of
@@ -58,11 +58,28 @@ MATCH_BATCH_MAX = 500
 MATCH_BATCH_WITHIN_S = 0.005
 SCHEDULE_BATCH_MAX = 1000
 SCHEDULE_BATCH_WITHIN_S = 0.002
+SETTLE_TIMEOUT_S = 10.0  # a rebalance waits this long for the schedule step's batches on their way
+SCHEDULE_IN_FLIGHT = 2  # batches decided (their commands sent) and not yet written: one waits while one is written
 SCHEDULE_INBOX_MAX = 5000
 SCHEDULE_TRIGGER_BYTES = 128 << 10  # triggers records a batch takes (at least one), ~400 triggers
 RETRY_RESEND_S = 30.0  # a retry record not acted on is sent again after this long
 DEAD_LETTER_MAX_VALUE = 64 << 10
 TRIGGERS_RECORD_MAX_BYTES = 512 << 10  # a triggers record holds as many triggers as fit
+
+
+@dataclass(slots=True)
+class Plan:
+    """A decided batch on its way: its records, outputs and sealed table writes."""
+
+    batch: list[Any]
+    now: int
+    out: Outputs
+    accepted: list[tuple[Any, list[str]]]  # (event, run ids settled) for the dedup record
+    started: set[str]  # the same run ids, for batches decided before this one is written
+    dead: list[tuple[Any, DeadLetter]]
+    runs: Layer
+    states: Layer
+    sent: list[asyncio.Future[Any]] = field(default_factory=list)  # the commands' acknowledgements
 
 
 def now_ms() -> int:
@@ -137,10 +154,17 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     book = RunBook(runs_view, states_view, settings.state_limits, settings.job_queue_max,
                    handlers.job_concurrency, commands_codec.encode)
 
+    schedule_writers: set[asyncio.Queue[Any]] = set()  # the schedule step's batches on their way
+
     async def partitions_moved(app: Any, partitions: Any, **kwargs: Any) -> None:
-        """Partitions gained or lost: the table writes on their way settle into RocksDB, and
-        the job queues' index of waiting run ids is read again from the table when next
-        asked (another worker may have changed them)."""
+        """Partitions gained or lost: the batches decided are written, the table writes on
+        their way settle into RocksDB, and the job queues' index of waiting run ids is read
+        again from the table when next asked (another worker may have changed them)."""
+        for written in list(schedule_writers):
+            try:
+                await asyncio.wait_for(asyncio.shield(written.join()), SETTLE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("schedule batches still unwritten after %.0f s of a rebalance", SETTLE_TIMEOUT_S)
         await runs_view.settle()
         await states_view.settle()
         book.forget_queues()
@@ -304,27 +328,62 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             loop.cancel()
 
     async def schedule_loop(stream: Any, inbox: list[Any], arrived: asyncio.Event, drained: asyncio.Event) -> None:
+        """Decide each batch and send its commands, then hand it to ``write_loop``, which
+        waits for the acknowledgements and writes the tables: the next batch is decided
+        (reading the writes still on their way, ``Overlay.seal``) and its commands sent
+        while the previous one waits, at most SCHEDULE_IN_FLIGHT batches decided and not
+        written."""
+        written: asyncio.Queue[Plan] = asyncio.Queue()
+        slots = asyncio.Semaphore(SCHEDULE_IN_FLIGHT)
+        writer = asyncio.ensure_future(write_loop(stream, written, slots))
+        schedule_writers.add(written)
+        try:
+            while True:
+                await slots.acquire()
+                await arrived.wait()
+                await asyncio.sleep(SCHEDULE_BATCH_WITHIN_S)  # let a few more records join the batch
+                batch = take_batch(inbox)
+                if not inbox:
+                    arrived.clear()
+                drained.set()
+                if writer.done():
+                    return  # the writer stopped the worker (below)
+                try:
+                    plan = decide_batch(batch)
+                    plan.sent = [await send_raw(topics.job_commands, job.encode(), value)
+                                 for job, value in plan.out.commands]
+                except Exception:
+                    stop_worker()
+                    return
+                written.put_nowait(plan)
+        finally:
+            schedule_writers.discard(written)
+            writer.cancel()
+
+    async def write_loop(stream: Any, written: asyncio.Queue[Plan], slots: asyncio.Semaphore) -> None:
+        """Write the decided batches in the order decided; then acknowledge their records to
+        Faust (their offsets may be committed)."""
         while True:
-            await arrived.wait()
-            await asyncio.sleep(SCHEDULE_BATCH_WITHIN_S)  # let a few more records join the batch
-            batch = take_batch(inbox)
-            if not inbox:
-                arrived.clear()
-            drained.set()
+            plan = await written.get()
             try:
-                await schedule_batch(batch)
+                await write_batch(plan)
             except Exception:
-                # The broker refused a send (after the client's own retries), or a bug: the
-                # batch's records are neither processed nor acknowledged. Restarting the
-                # agent would skip them until the next rebalance, so the whole worker stops
-                # (gracefully: what was acknowledged is committed, this batch is not) and
-                # its records go to its successor, or to itself once restarted.
-                log.critical("schedule step failed; stopping this worker so its records are processed again",
-                             exc_info=True)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            for event in batch:
+                stop_worker()
+                return  # its batch stays unmarked: a rebalance waiting for it gives up after its timeout
+            for event in plan.batch:
                 await stream.ack(event)
+            written.task_done()
+            slots.release()
+
+    def stop_worker() -> None:
+        # The broker refused a send (after the client's own retries), or a bug: the batch's
+        # records are neither processed nor acknowledged. Restarting the agent would skip
+        # them until the next rebalance, so the whole worker stops (gracefully: what was
+        # acknowledged is committed, this batch is not) and its records go to its
+        # successor, or to itself once restarted.
+        log.critical("schedule step failed; stopping this worker so its records are processed again",
+                     exc_info=True)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def take_batch(inbox: list[Any]) -> list[Any]:
         """The next batch, taken out of ``inbox``: every run result first (settling one frees
@@ -345,11 +404,15 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         inbox[:] = [event for event in inbox if id(event) not in taken]
         return batch
 
-    async def schedule_batch(batch: list[Any]) -> None:
+    settling: dict[str, int] = {}  # run ids settled in batches not written yet -> how many such batches
+
+    def decide_batch(batch: list[Any]) -> Plan:
+        """Every decision of a batch (no await: nothing else runs meanwhile), its table
+        writes sealed (readable by the next batch, sent once its commands are acknowledged)."""
         now = now_ms()
         out = Outputs()
         accepted: list[tuple[Any, list[str]]] = []  # (event, run ids) for the dedup record
-        started: set[str] = set()  # run ids started in this batch (not yet in the dedup index)
+        started: set[str] = set()  # run ids settled in this batch (not yet in the dedup index)
         dead: list[tuple[Any, DeadLetter]] = []
         for event in batch:
             message = event.message
@@ -370,34 +433,47 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     out.merge(one)
                 if run_ids:
                     accepted.append((event, run_ids))
-        # 1. the commands and the states, both acknowledged by the broker before anything
-        # records the commands as sent. The two tables have separate changelogs, and a kill
-        # -9 can leave any subset of the records in flight: a job's new state is sent only
-        # once every earlier job-runs record is acknowledged (the slot of the run that left
-        # it exists on the changelog), and this batch's job-runs records only once the state
-        # is (a successor never finds the run settled without its state; settling the same
-        # result again gives the same state). A state may land while its batch's commands
-        # do not: the successor settles the result again, to the same state, and sends them.
-        sent = [await send_raw(topics.job_commands, job.encode(), value) for job, value in out.commands]
-        if states_view.holds_writes():
+        for run_id in started:
+            settling[run_id] = settling.get(run_id, 0) + 1
+        return Plan(batch, now, out, accepted, started, dead, runs_view.seal(), states_view.seal())
+
+    async def write_batch(plan: Plan) -> None:
+        """Write a decided batch (its commands are on their way): the states, then the
+        job-runs records. The two tables have separate changelogs, and a kill -9 can leave
+        any subset of the records in flight: a job's new state is sent only once every
+        earlier job-runs record is acknowledged (the slot of the run that left it exists on
+        the changelog), and this batch's job-runs records only once its commands and states
+        are (a successor never finds the run settled without its state, nor a run recorded
+        as sent without its command). A state or a later batch's command may land while
+        this batch's commands do not: the successor settles the same results again, to the
+        same states, and sends the commands again (README, Guarantees)."""
+        # 1. the states, with the commands (sent when the batch was decided)
+        sent = list(plan.sent)
+        if plan.states:
             await runs_view.acknowledged()
-            sent += await states_view.apply(send_raw)
+        sent += await states_view.apply(send_raw, layer=plan.states)  # an empty layer: taken off the view
         if sent:
             await asyncio.gather(*sent)
         # 2. the job-runs table (queues, slots), then the run ids as scheduled
         per_partition: dict[int, tuple[Any, list[str]]] = {}  # one entry per partition and batch
-        for event, run_ids in accepted:
+        for event, run_ids in plan.accepted:
             partition = event.message.partition
             per_partition[partition] = (event, per_partition.get(partition, (event, []))[1] + run_ids)
         for partition, (event, run_ids) in per_partition.items():
             with processing(event):
-                dedup.record(partition, run_ids, now, runs_view.set)
-        await runs_view.apply(send_raw, write_order)
+                dedup.record(partition, run_ids, plan.now, plan.runs.set)
+        for run_id in plan.started:
+            if settling[run_id] == 1:
+                del settling[run_id]
+            else:
+                settling[run_id] -= 1
+        await runs_view.apply(send_raw, write_order, layer=plan.runs)
         # 3. what follows from them
+        out = plan.out
         for job, internal in out.events:
             value = jsonvalue.dumps(internal).encode("utf-8", "backslashreplace")
             await send_raw(topics.events, job.encode(), value, None, provenance.emitted_by(job, internal["run_id"]))
-        for message, d in dead:
+        for message, d in plan.dead:
             await dead_letter(message, d.reason, d.value, d.headers, d.kind)
         tally(out)
 
@@ -470,8 +546,9 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         return [(lambda item=item: json.dumps(item).encode(), unit(item)) for item in items]
 
     def seen_in(partition: int, now: int, started: set[str]) -> Callable[[str], bool]:
-        """Whether a run id was accepted: settled in this batch, or in the dedup index."""
-        return lambda run_id: run_id in started or dedup.seen(partition, run_id, now)
+        """Whether a run id was accepted: settled in this batch, in one not written yet, or
+        in the dedup index."""
+        return lambda run_id: run_id in started or run_id in settling or dedup.seen(partition, run_id, now)
 
     def settle_result(message: Any, now: int, started: set[str], out: Outputs) -> None:
         try:

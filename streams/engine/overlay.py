@@ -12,6 +12,12 @@ one into RocksDB only when the broker has acknowledged it, in acknowledgement or
 local database is always a prefix of its changelog partition, as on a fresh disk. Until
 then the write stays readable here (:meth:`Overlay.get`).
 
+The schedule step decides its next batch while the previous one waits for its
+acknowledgements: :meth:`Overlay.seal` closes a batch's writes into a :class:`Layer`, which
+:meth:`Overlay.apply` sends later, oldest layer first. Reads see the writes being made,
+then the sealed layers (newest first), then those on their way to the changelog, then
+RocksDB.
+
 Faust writes a table entry to the changelog partition of the record being processed (the
 "current event"); :func:`processing` sets it for code outside a stream iteration.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -45,12 +52,30 @@ def processing(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
+class Layer:
+    """One batch's writes, sealed: sent to the changelog by :meth:`Overlay.apply` once the
+    batch's commands are acknowledged. ``set`` adds a write made after the seal (the
+    batch's de-duplication entry), under the partition of Faust's current event."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self, writes: dict[str, tuple[Any, Any]]) -> None:
+        self.writes = writes
+
+    def set(self, key: str, value: Any) -> None:
+        self.writes[key] = (current_event(), value)
+
+    def __bool__(self) -> bool:
+        return bool(self.writes)
+
+
 class Overlay:
     def __init__(self, table: Any, on_failure: Callable[[BaseException], None] | None = None) -> None:
         self.table = table
         self.on_failure = on_failure  # a changelog record the broker refused (the worker must stop)
         self._writes: dict[str, tuple[Any, Any]] = {}  # key -> (event, value or _DELETED)
         self._undo: list[tuple[str, tuple[Any, Any] | None]] = []
+        self._held: deque[Layer] = deque()  # sealed, not sent yet: oldest first
         # applied, changelog acknowledgement pending: key -> (write number, value or _DELETED)
         self._sent: dict[str, tuple[int, Any]] = {}
         self._unacked: set[asyncio.Future[Any]] = set()
@@ -70,7 +95,12 @@ class Overlay:
     def get(self, key: str) -> Any:
         held = self._writes.get(key)
         if held is None:
-            held = self._sent.get(key)
+            for layer in reversed(self._held):  # usually none or one
+                held = layer.writes.get(key)
+                if held is not None:
+                    break
+            else:
+                held = self._sent.get(key)
         if held is not None:
             return None if held[1] is _DELETED else held[1]
         # What ``table.get(key)`` does (the table has no default: a missing key is None),
@@ -105,10 +135,20 @@ class Overlay:
     def holds_writes(self) -> bool:
         return bool(self._writes)
 
-    async def apply(self, send: Send, order: Callable[[str, bool], int] | None = None) -> list[asyncio.Future[Any]]:
-        """Send everything held to the table's changelog, each under the partition of the
-        record it was made for; each write reaches the table's RocksDB once its record is
-        acknowledged (module docstring).
+    def seal(self) -> Layer:
+        """Close the writes made so far into a layer (still read here) to :meth:`apply`
+        later; later writes start a new one. Layers are applied in the order sealed."""
+        layer = Layer(self._writes)
+        self._writes = {}
+        self._undo.clear()
+        self._held.append(layer)
+        return layer
+
+    async def apply(self, send: Send, order: Callable[[str, bool], int] | None = None,
+                    layer: Layer | None = None) -> list[asyncio.Future[Any]]:
+        """Send everything held (or the oldest sealed ``layer``) to the table's changelog,
+        each under the partition of the record it was made for; each write reaches the
+        table's RocksDB once its record is acknowledged (module docstring).
 
         The changelog records go straight to the producer with ``send`` (they are
         acknowledged before Faust commits: it flushes the producer first), not through
@@ -119,11 +159,16 @@ class Overlay:
         write order."""
         topic = self.table.changelog_topic.get_topic_name()
         acks: list[asyncio.Future[Any]] = []
-        writes = list(self._writes.items())
+        if layer is None:
+            writes = list(self._writes.items())
+            self._writes.clear()
+            self._undo.clear()
+        else:
+            if not self._held or self._held[0] is not layer:
+                raise RuntimeError("sealed layers are applied oldest first, each once")
+            writes = list(layer.writes.items())
         if order is not None:
             writes.sort(key=lambda kv: order(kv[0], kv[1][1] is _DELETED))
-        self._writes.clear()
-        self._undo.clear()
         self._persist_offsets()
         store = self.table.data
         for key, (event, value) in writes:
@@ -135,6 +180,8 @@ class Overlay:
             self._unacked.add(ack)
             ack.add_done_callback(partial(self._landed, key, self._written, event, raw_key, raw_value))
             acks.append(ack)
+        if layer is not None:  # read from _sent from now on (readable above until every write was there)
+            self._held.popleft()
         return acks
 
     def _landed(self, key: str, number: int, event: Any, raw_key: bytes, raw_value: bytes | None,
