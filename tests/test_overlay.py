@@ -357,3 +357,50 @@ def test_a_sealed_layer_stays_readable_while_it_is_being_sent() -> None:
         assert [view.get(f"k{i}") for i in range(5)] == [0, 1, 2, 3, 4]
 
     asyncio.run(scenario())
+
+
+def test_a_later_batch_mutating_what_it_read_never_changes_an_earlier_batchs_record() -> None:
+    """The run book updates a job record in place (``del meta["running"][run]``) and sets
+    it again. Batch 2 reads the record batch 1 sealed and settles batch 1's run: batch 1's
+    changelog record must still say what batch 1 decided. When the sealed layer handed
+    out its own object, batch 1's record carried batch 2's decision, a kill -9 between
+    the two batches' records left the job record without the dedup entry of the run it
+    no longer held, and the run was commanded again with a later state (found with
+    test_kill_one_of_two_workers_under_load_loses_no_run[True])."""
+
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        event = Event(Message(3))
+        write(view, event, {"m:job": {"running": {"r1": {"attempt": 1}}, "head": 1, "tail": 2}})
+        first = view.seal()
+        meta = view.get("m:job")  # batch 2 settles r1 and starts r2, in place
+        del meta["running"]["r1"]
+        meta["running"]["r2"] = {"attempt": 1}
+        meta["head"] = 2
+        with processing(event):
+            view.set("m:job", meta)
+        view.seal()
+        await view.apply(broker.send, write_order, layer=first)
+        assert [json.loads(v) for _, v, _, _ in broker.sent] == [
+            {"running": {"r1": {"attempt": 1}}, "head": 1, "tail": 2}], "batch 1's record holds batch 2's decision"
+        again = view.get("m:job")
+        assert again == meta and again is not meta
+        broker.ack()
+        await callbacks()
+        assert view.get("m:job") == meta  # the newest layer still wins over the record on its way
+
+    asyncio.run(scenario())
+
+
+def test_a_value_on_its_way_to_the_changelog_is_read_as_a_copy() -> None:
+    async def scenario() -> None:
+        table, broker = Table(), Broker()
+        view = Overlay(table)
+        write(view, Event(Message(0)), {"m:job": {"running": {"r1": {}}}})
+        await view.apply(broker.send)
+        got = view.get("m:job")
+        got["running"].clear()  # a unit that mutates and is then rolled back
+        assert view.get("m:job") == {"running": {"r1": {}}}
+
+    asyncio.run(scenario())

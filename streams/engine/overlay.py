@@ -54,16 +54,19 @@ def processing(event: Any) -> Iterator[None]:
 
 class Layer:
     """One batch's writes, sealed: sent to the changelog by :meth:`Overlay.apply` once the
-    batch's commands are acknowledged. ``set`` adds a write made after the seal (the
+    batch's commands are acknowledged. Its values are held encoded (the bytes of their
+    changelog records; None for a deletion), so nothing decided later can change them: a
+    reader gets a copy decoded from them. ``set`` adds a write made after the seal (the
     batch's de-duplication entry), under the partition of Faust's current event."""
 
-    __slots__ = ("writes",)
+    __slots__ = ("encode", "writes")
 
-    def __init__(self, writes: dict[str, tuple[Any, Any]]) -> None:
+    def __init__(self, writes: dict[str, tuple[Any, bytes | None]], encode: Callable[[Any], bytes]) -> None:
         self.writes = writes
+        self.encode = encode
 
     def set(self, key: str, value: Any) -> None:
-        self.writes[key] = (current_event(), value)
+        self.writes[key] = (current_event(), self.encode(value))
 
     def __bool__(self) -> bool:
         return bool(self.writes)
@@ -76,8 +79,8 @@ class Overlay:
         self._writes: dict[str, tuple[Any, Any]] = {}  # key -> (event, value or _DELETED)
         self._undo: list[tuple[str, tuple[Any, Any] | None]] = []
         self._held: deque[Layer] = deque()  # sealed, not sent yet: oldest first
-        # applied, changelog acknowledgement pending: key -> (write number, value or _DELETED)
-        self._sent: dict[str, tuple[int, Any]] = {}
+        # applied, changelog acknowledgement pending: key -> (write number, record value; None: deleted)
+        self._sent: dict[str, tuple[int, bytes | None]] = {}
         self._unacked: set[asyncio.Future[Any]] = set()
         self._written = 0  # writes applied so far (numbers the entries of _sent)
         self._acked: dict[TP, int] = {}  # changelog offsets whose writes are in RocksDB
@@ -93,22 +96,26 @@ class Overlay:
         return raw
 
     def get(self, key: str) -> Any:
+        """The value of ``key``: this batch's own write (the object it set), else a copy
+        decoded from the newest sealed layer, the record on its way, or RocksDB. A value
+        an earlier batch wrote is never handed out itself: the caller mutates what it
+        gets (the run book updates job records in place), and the earlier batch's record
+        must keep what that batch decided."""
         held = self._writes.get(key)
-        if held is None:
-            for layer in reversed(self._held):  # usually none or one
-                held = layer.writes.get(key)
-                if held is not None:
-                    break
-            else:
-                held = self._sent.get(key)
         if held is not None:
             return None if held[1] is _DELETED else held[1]
+        store = self.table.data
+        for layer in reversed(self._held):  # usually none or one
+            entry = layer.writes.get(key)
+            if entry is not None:
+                return None if entry[1] is None else store._decode_value(entry[1])
+        sent = self._sent.get(key)
+        if sent is not None:
+            return None if sent[1] is None else store._decode_value(sent[1])
         # What ``table.get(key)`` does (the table has no default: a missing key is None),
         # with one store read instead of two (Mapping.get tests ``key in data`` first) and
         # the key encoded once.
-        table = self.table
-        table.on_key_get(key)
-        store = table.data
+        self.table.on_key_get(key)
         raw = store._get(self._raw_key(key))
         return None if raw is None else store._decode_value(raw)
 
@@ -138,7 +145,9 @@ class Overlay:
     def seal(self) -> Layer:
         """Close the writes made so far into a layer (still read here) to :meth:`apply`
         later; later writes start a new one. Layers are applied in the order sealed."""
-        layer = Layer(self._writes)
+        encode = self.table.data._encode_value
+        layer = Layer({key: (event, None if value is _DELETED else encode(value))
+                       for key, (event, value) in self._writes.items()}, encode)
         self._writes = {}
         self._undo.clear()
         self._held.append(layer)
@@ -159,8 +168,11 @@ class Overlay:
         write order."""
         topic = self.table.changelog_topic.get_topic_name()
         acks: list[asyncio.Future[Any]] = []
+        store = self.table.data
+        writes: list[tuple[str, tuple[Any, bytes | None]]]
         if layer is None:
-            writes = list(self._writes.items())
+            writes = [(key, (event, None if value is _DELETED else store._encode_value(value)))
+                      for key, (event, value) in self._writes.items()]
             self._writes.clear()
             self._undo.clear()
         else:
@@ -168,14 +180,12 @@ class Overlay:
                 raise RuntimeError("sealed layers are applied oldest first, each once")
             writes = list(layer.writes.items())
         if order is not None:
-            writes.sort(key=lambda kv: order(kv[0], kv[1][1] is _DELETED))
+            writes.sort(key=lambda kv: order(kv[0], kv[1][1] is None))
         self._persist_offsets()
-        store = self.table.data
-        for key, (event, value) in writes:
+        for key, (event, raw_value) in writes:
             raw_key = self._raw_key(key)
-            raw_value = None if value is _DELETED else store._encode_value(value)
             self._written += 1
-            self._sent[key] = (self._written, value)
+            self._sent[key] = (self._written, raw_value)
             ack = await send(topic, raw_key, raw_value, event.message.partition, None)
             self._unacked.add(ack)
             ack.add_done_callback(partial(self._landed, key, self._written, event, raw_key, raw_value))
