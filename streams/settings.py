@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # workers that keep a warm copy of each job partition's tables (Faust standbys): a
     # faster failover, for the CPU of replaying every other worker's changelogs
     standby_replicas: int = Field(default=1, ge=0)
+    # latency against throughput (README, Benchmarks): how long the worker's producer waits
+    # to fill a request (triggers, commands, changelog records), and how long the schedule
+    # step waits for more records to join a batch; 0 answers an idle job soonest
+    producer_linger_ms: float = Field(default=5.0, ge=0, le=1000)
+    schedule_batch_window_ms: float = Field(default=2.0, ge=0, le=1000)
     # networks deliveries may reach although the SSRF guard refuses them (delivery/guard.py)
     delivery_allow: str = ""
     # e-mail deliveries (delivery/email.py); the password is a secret's name, never a value

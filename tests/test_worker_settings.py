@@ -23,3 +23,20 @@ def test_standby_replicas_reach_faust(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("SIGNALBOX_STANDBY_REPLICAS", "-1")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_producer_linger_and_schedule_window_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGNALBOX_PRODUCER_LINGER_MS reaches Faust's producer (default 5 ms) and
+    SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS the schedule step (default 2 ms): 0 for the lowest
+    latency on idle jobs, at some throughput (README, Benchmarks)."""
+    assert build_app(Settings(datadir=tmp_path / "a"), TOPICS).app.conf.producer_linger == pytest.approx(0.005)
+    monkeypatch.setenv("SIGNALBOX_PRODUCER_LINGER_MS", "0")
+    monkeypatch.setenv("SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS", "0")
+    settings = Settings(datadir=tmp_path / "b")
+    assert settings.schedule_batch_window_ms == 0
+    assert build_app(settings, TOPICS).app.conf.producer_linger == 0
+    for name in ("SIGNALBOX_PRODUCER_LINGER_MS", "SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS"):
+        monkeypatch.setenv(name, "-1")
+        with pytest.raises(ValueError):
+            Settings()
+        monkeypatch.setenv(name, "0")

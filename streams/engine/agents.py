@@ -55,9 +55,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 MATCH_BATCH_MAX = 500
-MATCH_BATCH_WITHIN_S = 0.005
 SCHEDULE_BATCH_MAX = 1000
-SCHEDULE_BATCH_WITHIN_S = 0.002
 SETTLE_TIMEOUT_S = 10.0  # a rebalance waits this long for the schedule step's batches on their way
 SCHEDULE_IN_FLIGHT = 2  # batches decided (their commands sent) and not yet written: one waits while one is written
 SCHEDULE_INBOX_MAX = 5000
@@ -121,7 +119,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         broker_request_timeout=max(40.0, settings.session_timeout_seconds + 5),
         consumer_auto_offset_reset="earliest",
         # A few ms of linger lets triggers, commands and changelog writes share requests.
-        producer_linger=0.005,
+        producer_linger=settings.producer_linger_ms / 1000,
         topic_allow_declare=True,
         table_standby_replicas=settings.standby_replicas,
     )
@@ -327,6 +325,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         finally:
             loop.cancel()
 
+    batch_window_s = settings.schedule_batch_window_ms / 1000  # SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS
+
     async def schedule_loop(stream: Any, inbox: list[Any], arrived: asyncio.Event, drained: asyncio.Event) -> None:
         """Decide each batch and send its commands, then hand it to ``write_loop``, which
         waits for the acknowledgements and writes the tables: the next batch is decided
@@ -341,7 +341,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             while True:
                 await slots.acquire()
                 await arrived.wait()
-                await asyncio.sleep(SCHEDULE_BATCH_WITHIN_S)  # let a few more records join the batch
+                await asyncio.sleep(batch_window_s)  # let a few more records join the batch
                 batch = take_batch(inbox)
                 if not inbox:
                     arrived.clear()
