@@ -2,9 +2,10 @@
 
 The matcher's modules and the event parser (:data:`MODULES`) are plain Python and stay so in the checkout. ``make
 install`` also compiles them, unchanged, with mypyc
-into a directory of the virtual environment named after a hash of their sources, the
-Python version and mypy's version (:func:`build_dir`; ``signalbox native build`` does it
-again, ``signalbox native status`` says which form runs). When ``streams`` is imported,
+into a directory of the virtual environment named after a hash of their sources and the
+Python ABI (:func:`build_dir`; it records the mypy that built it, and a build by another
+mypy is redone; ``signalbox native build`` does it again, ``signalbox native status`` says
+which form runs). When ``streams`` is imported,
 :func:`install` looks for the directory of the sources as they are *now*: if it exists,
 the matcher's modules are loaded from it; if a source changed since, or nothing was
 built (no C compiler, a wheel install, ``SIGNALBOX_NATIVE=0``), they are loaded as plain
@@ -48,19 +49,24 @@ def _source(module: str) -> Path:
     return PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
 
 
+_BUILT_BY = "built-by-mypy"  # in a build directory: the version of the mypy that compiled it
+
+
 def _mypy_version() -> str:
+    """The installed mypy's version (a metadata lookup of tens of ms: at build time only)."""
     try:
         from importlib.metadata import version
 
         return version("mypy")
-    except Exception:  # not installed: nothing can be built, and no build is found
+    except Exception:  # not installed: nothing can be built
         return "none"
 
 
-def build_key(mypy_version: str | None = None) -> str:
-    """What a build depends on: the sources, the interpreter's ABI and mypyc's version."""
+def build_key() -> str:
+    """What using a build depends on: the sources and the interpreter's ABI (a compiled
+    module needs nothing of mypy at run time)."""
     digest = hashlib.sha256()
-    digest.update(f"{_SUFFIX}\0{mypy_version or _mypy_version()}\0".encode())
+    digest.update(f"{_SUFFIX}\0".encode())
     for module in MODULES:
         digest.update(module.encode() + b"\0" + _source(module).read_bytes() + b"\0")
     return digest.hexdigest()[:20]
@@ -70,8 +76,8 @@ def builds_root() -> Path:
     return Path(sys.prefix) / "share" / "signalbox-native"
 
 
-def build_dir(mypy_version: str | None = None) -> Path:
-    return builds_root() / build_key(mypy_version)
+def build_dir() -> Path:
+    return builds_root() / build_key()
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -152,7 +158,10 @@ def build(quiet: bool = False) -> Path | None:
     Returns the directory, or None (with the reason printed) when it cannot be built; the
     matcher then runs as plain Python."""
     target = build_dir()
-    if target.is_dir() and all(m in _compiled_files(target) for m in MODULES):
+    mypy_version = _mypy_version()
+    built_by = target / _BUILT_BY
+    if (target.is_dir() and all(m in _compiled_files(target) for m in MODULES)
+            and built_by.is_file() and built_by.read_text() == mypy_version):
         if not quiet:
             print(f"compiled matcher: up to date ({target})")
         return target
@@ -183,6 +192,7 @@ def build(quiet: bool = False) -> Path | None:
             print(f"compiled matcher: mypyc made no module for some of {', '.join(MODULES)}", file=sys.stderr)
             shutil.rmtree(staging, ignore_errors=True)
             return None
+        (staging / _BUILT_BY).write_text(mypy_version)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     # builds of other sources: the newest few stay (other checkouts of this environment)

@@ -168,17 +168,13 @@ class Overlay:
         write order."""
         topic = self.table.changelog_topic.get_topic_name()
         acks: list[asyncio.Future[Any]] = []
-        store = self.table.data
-        writes: list[tuple[str, tuple[Any, bytes | None]]]
         if layer is None:
-            writes = [(key, (event, None if value is _DELETED else store._encode_value(value)))
-                      for key, (event, value) in self._writes.items()]
-            self._writes.clear()
-            self._undo.clear()
-        else:
-            if not self._held or self._held[0] is not layer:
+            if self._held:
                 raise RuntimeError("sealed layers are applied oldest first, each once")
-            writes = list(layer.writes.items())
+            layer = self.seal()
+        elif not self._held or self._held[0] is not layer:
+            raise RuntimeError("sealed layers are applied oldest first, each once")
+        writes = list(layer.writes.items())
         if order is not None:
             writes.sort(key=lambda kv: order(kv[0], kv[1][1] is None))
         self._persist_offsets()
@@ -190,8 +186,7 @@ class Overlay:
             self._unacked.add(ack)
             ack.add_done_callback(partial(self._landed, key, self._written, event, raw_key, raw_value))
             acks.append(ack)
-        if layer is not None:  # read from _sent from now on (readable above until every write was there)
-            self._held.popleft()
+        self._held.popleft()  # read from _sent from now on (readable above until every write was there)
         return acks
 
     def _landed(self, key: str, number: int, event: Any, raw_key: bytes, raw_value: bytes | None,
