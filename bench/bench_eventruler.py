@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_matcher import events_for, make_handler
+from bench_matcher import run as run_bench_matcher
 
 from streams.matching.index import compile
 from streams.model import jsonvalue
@@ -287,22 +288,11 @@ def eventruler(classpath: list[Path], rules: Path, events: Path, args: argparse.
     return Result(float(fields["median"]), float(fields["best"]), float(fields["matches_per_event"]))
 
 
-ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s*$")
-
-
 def ours(args: argparse.Namespace) -> tuple[dict[int, Result], str]:
     """bench_matcher.py --with-parse, same sizes, seconds and events: rows by size, and its output."""
-    cmd = [sys.executable, str(HERE / "bench_matcher.py"), "--with-parse", "--sizes", args.sizes,
-           "--seconds", str(args.seconds), "--events", str(args.events)]
-    done = subprocess.run(cmd, text=True, capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"bench_matcher failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    rows = {}
-    for line in done.stdout.splitlines():
-        m = ROW.match(line)
-        if m:
-            rows[int(m[1])] = Result(float(m[3].replace(",", "")), float(m[4].replace(",", "")), float(m[5]))
-    return rows, done.stdout
+    rows, out = run_bench_matcher(["--with-parse", "--sizes", args.sizes, "--seconds", str(args.seconds),
+                                   "--events", str(args.events)])
+    return {n: Result(*row) for n, row in rows.items()}, out
 
 
 def check(converted: list[dict[str, Any]], events: list[dict[str, Any]], counts: Path) -> str:

@@ -19,8 +19,11 @@ patterns with equality on 1-3 fields (25%), a prefix (15%), a numeric range (10%
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -147,6 +150,25 @@ def paired(a: tuple[Index, list[dict[str, Any]]], b: tuple[Index, list[dict[str,
     while time.perf_counter() < deadline or len(ratios) < 3:
         ratios.append(rounds(*b) / rounds(*a))
     return statistics.median(ratios)
+
+
+# one printed row: handlers, build s, median events/s, best, matches/event, candidates/event
+ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s*$")
+
+
+def run(options: list[str], env: dict[str, str] | None = None) -> tuple[dict[int, tuple[float, float, float]], str]:
+    """This benchmark in a fresh interpreter (bench_native.py, bench_eventruler.py): its rows
+    by handler count, (median events/s, best events/s, matches per event), and its output."""
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *options], text=True, capture_output=True,
+                          env={**os.environ, **(env or {})}, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_matcher failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    rows = {}
+    for line in done.stdout.splitlines():
+        m = ROW.match(line)
+        if m:
+            rows[int(m[1])] = (float(m[3].replace(",", "")), float(m[4].replace(",", "")), float(m[5]))
+    return rows, done.stdout
 
 
 def main() -> int:

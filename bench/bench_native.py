@@ -13,26 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import bench_matcher
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def rates(form: str, sizes: str, seconds: float) -> dict[int, float]:
     """Median events/s per handler count of one ``bench_matcher.py --with-parse`` run."""
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_matcher.py"), "--with-parse", "--sizes", sizes,
-                          "--seconds", str(seconds)], cwd=ROOT, env={**os.environ, "SIGNALBOX_NATIVE": form},
-                         capture_output=True, text=True, timeout=600, check=True).stdout
-    found = {}
-    for line in out.splitlines():
-        m = re.match(r"\s*(\d+)\s+[\d.]+\s+([\d,]+)\s", line)
-        if m:
-            found[int(m.group(1))] = float(m.group(2).replace(",", ""))
-    return found
+    rows, _ = bench_matcher.run(["--with-parse", "--sizes", sizes, "--seconds", str(seconds)],
+                                env={"SIGNALBOX_NATIVE": form})
+    return {n: row[0] for n, row in rows.items()}
 
 
 def main() -> int:
