@@ -75,7 +75,7 @@ for _i in range(10):
     job(f"explode{_i}")(explode)
     job(f"sleepy{_i}")(sleepy)
     job(f"load{_i}")(tick)
-for _i in range(10, 80):
+for _i in range(10, 140):
     job(f"load{_i}")(tick)
 
 

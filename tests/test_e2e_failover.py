@@ -58,8 +58,9 @@ def test_a_pending_retry_happens_once_across_a_failover(stack: Stack):
     events.close()
 
 
-@pytest.mark.parametrize("restart", [True, False])
-def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: bool):
+@pytest.mark.parametrize(("restart", "unbatched"), [(True, False), (False, False), (False, True)],
+                         ids=["restart", "no-restart", "no-linger-no-window"])
+def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: bool, unbatched: bool):
     """Events at 300/s over 30 jobs; one of two workers is killed -9 under load. Counted
     from outside: every event has its command, and every job's cursor counts exactly its
     events.
@@ -71,17 +72,21 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
       Both workers run without standby tables (SIGNALBOX_STANDBY_REPLICAS=0): a worker
       that takes a partition over restores its tables from the changelog first.
     - restart=False: 1,500 events, the victim killed at 40% after it committed, not
-      restarted; standby tables as by default."""
+      restarted; standby tables as by default.
+    - unbatched: as restart=False, both workers with SIGNALBOX_PRODUCER_LINGER_MS=0 and
+      SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS=0 (the latency settings: smaller batches, more of
+      them in flight)."""
     tag = unique("load")
     commands, results = stack.reader(stack.topics.job_commands), stack.reader(stack.topics.run_results)
     total = 1000 if restart else 1500
     # Faust reads its settings from unprefixed environment variables
     standbys = {"SIGNALBOX_STANDBY_REPLICAS": "0"} if restart else {}
-    victim_env = {"BROKER_COMMIT_INTERVAL": "600", **standbys} if restart else {}
-    a, b = stack.start_worker(f"{tag}-a", env=victim_env), stack.start_worker(f"{tag}-b", env=standbys)
+    latency = {"SIGNALBOX_PRODUCER_LINGER_MS": "0", "SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS": "0"} if unbatched else {}
+    victim_env = {"BROKER_COMMIT_INTERVAL": "600", **standbys} if restart else latency
+    a, b = stack.start_worker(f"{tag}-a", env=victim_env), stack.start_worker(f"{tag}-b", env={**standbys, **latency})
     a.wait_ready()
     b.wait_ready()
-    first_job = 0 if restart else 30  # each variant its own jobs: cursors start at 0
+    first_job = 0 if restart else 110 if unbatched else 30  # each variant its own jobs: cursors start at 0
     handlers = [{"id": f"{tag}-{j}", "job": f"load{first_job + j}", "event": {"match": {"type": tag, "job": j}}}
                 for j in range(30)]
     for h in handlers:
