@@ -11,7 +11,8 @@ Prints, from one run on one broker:
    to settle), events topic -> job commands, H handlers spread over J jobs: events/s,
    and its ratio to (2); of which the match step alone (events -> triggers records) and
    the schedule step's intake (runs accepted: queued or commanded), each against (2);
-   every run settled: runs/s; where a job's round trip goes;
+   every run settled: runs/s; where a job's round trip goes; the records each run wrote on
+   the broker, by topic;
 4. latency produce -> job command at a steady rate, (4a) half the capacity phase 3
    measured, then (4b) ``--rate``, then (4c) a tenth of the capacity, where an event's job
    has rarely a run in flight to wait for (the engine's own hops): p50, p99; of which
@@ -28,6 +29,8 @@ Prints, from one run on one broker:
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them.
+Phases 3 and 4 also print the share of a core the broker, the worker(s), the runner and the
+bench itself used (from /proc): whether a phase that does not keep up was short of CPU.
 Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
 """
 
@@ -129,6 +132,65 @@ def plain_agent_rate(bootstrap: str, topic: str, count: int, workdir: Path) -> f
         proc.wait(30)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) of the bench's processes, read from /proc: what share of
+    a core each one used over a phase. On a 2-core machine the broker shares the cores
+    with the worker, so a phase that does not keep up says here whether the worker or the
+    machine was saturated."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pids in self.pids.items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:  # gone (or not Linux): counted as nothing
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+            out[name] = total
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        out["bench"] = own.ru_utime + own.ru_stime
+        return out
+
+    def share(self, since: tuple[float, dict[str, float]]) -> str:
+        """``since`` is (time.monotonic(), read()) at the phase's start."""
+        start, before = since
+        wall, now = max(1e-3, time.monotonic() - start), self.read()
+        return ", ".join(f"{name} {(now[name] - before.get(name, 0.0)) / wall:.0%}" for name in now)
+
+    def mark(self) -> tuple[float, dict[str, float]]:
+        return time.monotonic(), self.read()
+
+
+def all_end_offsets(bs: KafkaConnection) -> dict[str, int]:
+    """Every topic's records so far (end offsets summed over its partitions)."""
+    admin = client.admin(bs)
+    c = Consumer(client.config(bs, **{"group.id": f"offsets-{uuid.uuid4()}", "enable.auto.commit": False}))
+    try:
+        out = {}
+        for name, meta in admin.list_topics(timeout=10).topics.items():
+            if name.startswith("__"):
+                continue
+            out[name] = sum(c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in meta.partitions)
+        return out
+    finally:
+        c.close()
+
+
+def print_records_per_run(before: dict[str, int], after: dict[str, int], runs: int) -> None:
+    """3c. the records each run of phase 3 wrote, by topic: what the broker carries per run."""
+    grown = {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
+    total = sum(grown.values())
+    print(f"   records per run on the broker: {total / runs:.1f} ("
+          + ", ".join(f"{name.split('.', 1)[-1]} {n / runs:.2f}"
+                      for name, n in sorted(grown.items(), key=lambda kv: -kv[1])) + ")")
+
+
 def commands_reader(conn: KafkaConnection, topic: str) -> Consumer:
     c = Consumer(client.config(conn, **{"group.id": f"cmd-{uuid.uuid4()}", "enable.auto.commit": False,
                                         "fetch.wait.max.ms": 5}))
@@ -180,6 +242,7 @@ def main() -> None:
         print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on"
               + (" (a process of its own)" if args.runner_process else ""))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plain agent was waited for already
+        offsets_before = all_end_offsets(bs)
         workers = []
         if args.runner_process:
             workers.append(subprocess.Popen([sys.executable, "-m", "streams", "runner", "--jobs", "bench_jobs",
@@ -197,8 +260,12 @@ def main() -> None:
                            "--", *command]
             workers.append(subprocess.Popen(command, env=env, cwd=work, stdout=open(work / f"worker{w}.log", "wb"),
                                             stderr=subprocess.STDOUT))
+        meter = CpuMeter({"broker": [broker.pid] if broker.pid else [],
+                          "worker": [w.pid for w in workers[1 if args.runner_process else 0:]],
+                          **({"runner": [workers[0].pid]} if args.runner_process else {})})
         try:
             reader = commands_reader(bs, topics.job_commands)
+            phase3 = meter.mark()
             runs_per_s, steady_runs = float("nan"), 0
             stamps: list[float] = []
             commanded: list[tuple[str, str, float]] = []  # (job, run id, on the broker at)
@@ -206,6 +273,8 @@ def main() -> None:
             while len(stamps) < args.events and time.monotonic() < end:
                 for msg in reader.consume(1000, 0.5):
                     if not msg.error():
+                        if not stamps:
+                            phase3 = meter.mark()  # from the first command (not the worker's start)
                         stamps.append(msg.timestamp()[1] / 1000)
                         cmd = avro.commands().decode(msg.value())
                         commanded.append((cmd["job"], cmd["run_id"], stamps[-1]))
@@ -217,7 +286,10 @@ def main() -> None:
                       f"   ({rate / plain:.1%} of the plain agent)")
                 match_rate(bs, topics, args.events, plain)
                 intake_rate(bs, commanded, args.events, plain)
+                print(f"   CPU, share of one core from the first command to the last: {meter.share(phase3)}")
                 runs_per_s = round_trip(bs, topics, commanded)
+                time.sleep(1)  # the last runs' table writes and status events
+                print_records_per_run(offsets_before, all_end_offsets(bs), args.events)
 
             # 4. latency at a steady rate: half the capacity phase 3 measured, then --rate
             capacity = runs_per_s
@@ -228,7 +300,9 @@ def main() -> None:
                 steady.append(("4c", max(1, int(capacity / 10)), "a tenth of the capacity: jobs mostly idle"))
             offset = 0
             for label, rate, why in steady:
+                mark = meter.mark()
                 latency_phase(bs, topics, reader, label, rate, why, args.seconds, args.handlers, offset)
+                print(f"   CPU, share of one core over the phase: {meter.share(mark)}")
                 offset += int(rate * args.seconds)
                 steady_runs += int(rate * args.seconds)
             reader.close()
