@@ -2,7 +2,7 @@
 
     python bench/bench_e2e.py [--handlers 10000] [--jobs 128] [--events 20000] [--rate 1000]
                               [--seconds 10] [--chain 300] [--root CHECKOUT] [--workers 1]
-                              [--runner-process]
+                              [--runner-process] [--concurrency 1]
 
 Prints, from one run on one broker:
 1. raw consumer: events/s a confluent-kafka consumer reads from the events topic;
@@ -28,7 +28,9 @@ Prints, from one run on one broker:
    latencies.
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
-``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them.
+``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them;
+``--concurrency N`` lets each of phase 3's and 4's jobs have N runs in flight (jobs that
+keep no cursor; their count then over-counts and is not checked here).
 Phases 3 and 4 also print the share of a core the broker, the worker(s), the runner and the
 bench itself used (from /proc): whether a phase that does not keep up was short of CPU.
 Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
@@ -66,8 +68,9 @@ from bench_jobs import LANES  # noqa: E402
 DEADLINE_S = 300  # any phase that takes longer is reported as failed
 
 
-def handler_mix(n: int, jobs: int = 128) -> list[dict]:
-    """Realistic event handlers: equality on 1-3 fields, nested paths, exclusions."""
+def handler_mix(n: int, jobs: int = 128, concurrency: int = 1) -> list[dict]:
+    """Realistic event handlers: equality on 1-3 fields, nested paths, exclusions; each job
+    with ``concurrency`` runs in flight at most."""
     out = []
     for i in range(n):
         kind = i % 4
@@ -76,7 +79,8 @@ def handler_mix(n: int, jobs: int = 128) -> list[dict]:
             match["source"] = "orders"
         elif kind == 2:
             match["detail"] = {"region": f"r{i % 7}"}
-        h = {"id": f"bench-{i}", "job": f"job{i % jobs}", "event": {"match": match}, "params": {"order": "order.id"}}
+        h = {"id": f"bench-{i}", "job": f"job{i % jobs}", "event": {"match": match}, "params": {"order": "order.id"},
+             "concurrency": concurrency}
         if kind == 3:
             h["event"]["exclude"] = {"test": True}
         out.append(h)
@@ -208,6 +212,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=128, help="jobs the handlers are spread over (at most 128)")
     ap.add_argument("--chain", type=int, default=300, help="events of the serial-chain phase")
     ap.add_argument("--pipe", type=int, default=3000, help="events of the full-pipeline burst (phase 6a)")
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="runs of each of the --jobs in flight at once (the handlers' concurrency; 1: a job's "
+                    "next command waits for its previous run to settle)")
     ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose worker is measured")
     ap.add_argument("--profile", action="store_true", help="sample the worker with py-spy")
     ap.add_argument("--workers", type=int, default=1, help="worker processes in the app's group (scaling)")
@@ -231,7 +238,7 @@ def main() -> None:
         print(f"2. plain Faust agent (decode only):     {plain:>10,.0f} events/s   ({plain / raw:.1%} of raw)")
 
         client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode())
-                                for h in handler_mix(args.handlers, args.jobs)], timeout=120)
+                                for h in handler_mix(args.handlers, args.jobs, args.concurrency)], timeout=120)
         chain = {"id": "bench-chain", "job": "chain", "event": {"match": {"type": "chain"}}}
         client.produce_all(bs, [(topics.handlers, b"bench-chain", json.dumps(chain).encode())], timeout=30)
         client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode()) for h in pipe_handlers()],
@@ -239,7 +246,8 @@ def main() -> None:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
                "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench",
                "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
-        print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs; runner on"
+        print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs "
+              f"(concurrency {args.concurrency}); runner on"
               + (" (a process of its own)" if args.runner_process else ""))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plain agent was waited for already
         offsets_before = all_end_offsets(bs)
