@@ -120,6 +120,8 @@ def test_a_worker_counts_a_known_workload_exactly(stack: Stack, metered, receive
         assert value(applied, "signalbox_run_retries_total", job=job) == 0
         assert value(applied, "signalbox_run_duration_seconds_count", job=job) == 0
     assert value(applied, "signalbox_handlers") == 4
+    before = {stage: value(applied, "signalbox_schedule_seconds_count", stage=stage)
+              for stage in ("fetched", "decided", "written")}  # exported from the start
     # an invalid handler is rejected
     bad_id = unique("m-bad")
     stack.produce(stack.topics.handlers, json.dumps({"id": bad_id, "job": "count7"}).encode(), bad_id.encode())
@@ -194,6 +196,20 @@ def test_a_worker_counts_a_known_workload_exactly(stack: Stack, metered, receive
         assert sum(lag.values()) == 0, lag
 
     wait_until(url, caught_up)
+
+    # the schedule step's stages: every triggers record and run result fetched, every
+    # decided batch written (9 results and at least one triggers record since `applied`)
+    def written(samples: Samples) -> None:
+        count = {stage: value(samples, "signalbox_schedule_seconds_count", stage=stage) - before[stage]
+                 for stage in before}
+        assert count["fetched"] >= 10 and count["decided"] >= 1, count
+        assert count["written"] == count["decided"], count
+
+    stages = wait_until(url, written)
+    for stage in before:
+        assert value(stages, "signalbox_schedule_seconds_sum", stage=stage) > 0
+        assert value(stages, "signalbox_schedule_seconds_bucket", stage=stage, le="+Inf") == \
+            value(stages, "signalbox_schedule_seconds_count", stage=stage)
 
 
 def test_a_worker_without_a_metrics_port_serves_nothing(stack: Stack) -> None:

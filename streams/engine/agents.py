@@ -78,6 +78,7 @@ class Plan:
     runs: Layer
     states: Layer
     sent: list[asyncio.Future[Any]] = field(default_factory=list)  # the commands' acknowledgements
+    sent_at: float = 0.0  # time.monotonic() once its commands were sent
 
 
 def now_ms() -> int:
@@ -317,6 +318,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             async for event in manual.events():
                 if loop.done():
                     loop.result()  # the loop crashed: raise its error here, in the agent
+                if event.message.timestamp:  # seconds, the producer's clock
+                    metrics.schedule_fetched.observe(max(0.0, time.time() - event.message.timestamp))
                 inbox.append(event)
                 arrived.set()
                 if len(inbox) >= SCHEDULE_INBOX_MAX:
@@ -349,9 +352,12 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 if writer.done():
                     return  # the writer stopped the worker (below)
                 try:
+                    deciding = time.perf_counter()
                     plan = decide_batch(batch)
+                    metrics.schedule_decided.observe(time.perf_counter() - deciding)
                     plan.sent = [await send_raw(topics.job_commands, job.encode(), value)
                                  for job, value in plan.out.commands]
+                    plan.sent_at = time.monotonic()
                 except Exception:
                     stop_worker()
                     return
@@ -370,6 +376,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
             except Exception:
                 stop_worker()
                 return  # its batch stays unmarked: a rebalance waiting for it gives up after its timeout
+            metrics.schedule_written.observe(time.monotonic() - plan.sent_at)
             for event in plan.batch:
                 await stream.ack(event)
             written.task_done()

@@ -56,6 +56,10 @@ disable_created_metrics()  # no *_created series: half the output, and nothing r
 # seconds; runs of a few ms (Python jobs) to minutes (timeouts)
 RUN_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
+# seconds; the schedule step's stages take milliseconds, a backlog seconds
+SCHEDULE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SCHEDULE_STAGES = ("fetched", "decided", "written")
+
 # (job, queue depth, runs in flight) of each job this worker owns
 JobGauges = Callable[[], Iterable[tuple[str, int, int]]]
 # (job, bytes) of each stored state this worker owns
@@ -86,6 +90,14 @@ class WorkerMetrics:
         self.duration = Histogram("signalbox_run_duration_seconds",
                                   "Run time of each attempt (its result's finished_at - started_at)",
                                   ["job"], buckets=RUN_DURATION_BUCKETS, registry=r)
+        self.schedule = Histogram(
+            "signalbox_schedule_seconds",
+            "Where the schedule step's time goes, by stage: fetched (each triggers record and run result, "
+            "from its producer's timestamp to the schedule step), decided (each batch's decisions), written "
+            "(each batch, from its commands sent to its tables written)",
+            ["stage"], buckets=SCHEDULE_BUCKETS, registry=r)
+        self.schedule_fetched, self.schedule_decided, self.schedule_written = (
+            self.schedule.labels(stage) for stage in SCHEDULE_STAGES)
         self.dead_letters = Counter("signalbox_dead_letters", "Records written to the dead-letter topic, by reason",
                                     ["reason"], registry=r)
         self.rejections = Counter("signalbox_handler_rejections", "Handlers not applied (invalid)", registry=r)
