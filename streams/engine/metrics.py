@@ -17,7 +17,9 @@ Rules:
   text stays in the record's ``reason`` header.
 - The hot path counts cheaply: the match and schedule steps add up a batch in plain
   dicts and increment each series once per batch (:meth:`WorkerMetrics.add`); gauges
-  (queue depth, state bytes, consumer lag) are computed when scraped, not maintained.
+  (queue depth, state bytes, consumer lag) are computed when scraped, not maintained. One
+  exception: the schedule step's ``fetched`` stage is observed per record (a histogram
+  observation, under 1 µs; a record costs the step about a hundred times that).
 """
 
 from __future__ import annotations
