@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import signal
 import time
+from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, command, result, unique
+from tests.conftest import Stack, TopicReader, command, result, unique
 from tests.test_e2e_guarantees import check_exact_cursor, internal_of, of_handler, send_all
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -125,7 +126,7 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
             by_job.setdefault(i % 30, []).append(i)
         jobs = {f"load{first_job + j}": f"{len(ix)} from e{min(ix)}" for j, ix in sorted(by_job.items())}
         raise AssertionError(f"{len(lost)} events without a command ({twice} commands repeated), "
-                             f"kill at e{total * 2 // 5}: {jobs}")
+                             f"kill at e{total * 2 // 5}: {jobs}\n" + where_lost(stack, tag, lost, mine, results))
     per_job = {j: sum(1 for v in sent.values() if v == j) for j in range(30)}
     deadline = time.monotonic() + 120
     final: dict[int, int] = {}
@@ -150,3 +151,28 @@ def test_kill_one_of_two_workers_under_load_loses_no_run(stack: Stack, restart: 
         w.stop()
     commands.close()
     results.close()
+
+
+def where_lost(stack: Stack, tag: str, lost: set[str], mine: list[dict[str, Any]], results: TopicReader) -> str:
+    """Which hop lost the events without a command, read from outside: were their triggers
+    written (the match step), and did each affected job's last command get a result (a job
+    whose running run never settles keeps its queue)?"""
+    triggers = stack.reader(stack.topics.triggers)
+    triggers.poll_for(5.0)
+    written: dict[str, tuple[str, int, int]] = {}  # trigger_ref -> (handler, partition, offset)
+    for m in triggers.seen:
+        for t in json.loads(m.value()):
+            if t["trigger_ref"] in lost:
+                written[t["trigger_ref"]] = (t["handler_id"], m.partition(), m.offset())
+    triggers.close()
+    results.poll_for(2.0)
+    settled = {result(m)["run_id"] for m in results.seen}
+    lines = [f"{len(written)} of {len(lost)} events without a command have a trigger on the triggers topic"]
+    for handler_id in sorted({h for h, _, _ in written.values()}):
+        runs = [c for c in mine if c["handler_id"] == handler_id]
+        first = min((p, o) for h, p, o in written.values() if h == handler_id)
+        last = (f"its last command {runs[-1]['run_id'][:8]} "
+                f"{'has a result' if runs[-1]['run_id'] in settled else 'has NO result'}") if runs else "no command"
+        lines.append(f"{handler_id}: {len(runs)} commands, {last}; first trigger without a command at "
+                     f"partition {first[0]} offset {first[1]}")
+    return "\n".join(lines)
