@@ -1,0 +1,227 @@
+"""The worker's Faust consumer does not hand over records fetched across a seek.
+
+``streams/kafka/faust_driver.py`` replaces Faust's ``Consumer._drain_messages``, the loop
+that hands fetched records to the streams. These tests run both loops over the same
+fetched batches with a consumer that has only what the loop uses (no broker): the
+records reach the callback in order and once, a record fetched again below the read
+offset is dropped, a gap is registered, a rebalance that suspends the flow while a
+callback waits ends the batch the same way in both. Ours drops the records of a
+partition sought while they were fetched or handed over; Faust hands them over and loses
+the records between the seek's offset and theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport import consumer as faust_consumer
+from faust.types import TP
+from mode import Service
+
+from streams.kafka.faust_driver import KafkaConsumer
+
+TOPIC = "t"
+
+
+def record(partition: int, offset: int) -> tuple[TP, Any]:
+    return TP(TOPIC, partition), SimpleNamespace(topic=TOPIC, partition=partition, offset=offset, key=None, value=None)
+
+
+class FetchedBatches(Service):
+    """What the drain loop uses of Faust's consumer: ``getmany`` answers the given batches,
+    then stops the fetcher; ``callback`` records what it is handed (and may block)."""
+
+    consumer_stopped_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, batches: list[list[tuple[TP, Any]]], fetcher: Any) -> None:
+        super().__init__()
+        self.batches = deque(batches)
+        self.fetcher = fetcher
+        self.handed: list[tuple[int, int]] = []
+        self.gaps: list[tuple[TP, int, int]] = []
+        self.block_at: tuple[int, int] | None = None  # the callback waits on this record
+        self.blocked = asyncio.Event()
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+                                   consumer_generation_id=1)
+        self.flow_active = True
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
+        self.suspend_flow = asyncio.Event()
+        self._seeks = 0
+        self._sought_at: dict[TP, int] = {}
+        self.before_fetch: Any = None  # runs when getmany is asked (the fetch under way)
+
+    async def getmany(self, timeout: float) -> Any:
+        while not self.flow_active:  # as Faust's getmany: it waits for the flow to resume
+            await asyncio.sleep(0.01)
+        if not self.batches:
+            self.fetcher._stopped.set()
+            return
+        if self.before_fetch is not None:
+            self.before_fetch()
+        for item in self.batches.popleft():
+            if not self.flow_active:  # as Faust's getmany, before each record
+                return
+            yield item
+
+    async def callback(self, message: Any) -> None:
+        if (message.partition, message.offset) == self.block_at:
+            self.blocked.set()
+            await asyncio.Event().wait()  # Faust's flow control, closed by a rebalance
+        self.handed.append((message.partition, message.offset))
+
+    async def _add_gap(self, tp: TP, start: int, end: int) -> None:
+        self.gaps.append((tp, start, end))
+
+    async def commit(self) -> bool:
+        return True
+
+
+def drain(loop_of: Any, batches: list[list[tuple[TP, Any]]],
+          during: Any = None) -> tuple[FetchedBatches, int]:
+    """Run ``loop_of._drain_messages`` over ``batches``; returns the consumer and the tasks
+    the loop started. ``during(consumer)`` runs beside it."""
+
+    async def main() -> tuple[FetchedBatches, int]:
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        consumer = FetchedBatches(batches, fetcher)
+        loop = asyncio.get_running_loop()
+        started = 0
+        factory = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            nonlocal started
+            started += 1
+            return asyncio.Task(coro, loop=loop, **kwargs) if factory is None else factory(loop, coro, **kwargs)
+
+        loop.set_task_factory(counting)
+        try:
+            work = [loop_of._drain_messages(consumer, fetcher)]
+            if during is not None:
+                work.append(during(consumer))
+            await asyncio.wait_for(asyncio.gather(*work), 10)
+        finally:
+            loop.set_task_factory(factory)
+        return consumer, started
+
+    return asyncio.run(main())
+
+
+BATCHES = [
+    [record(0, 0), record(1, 0), record(0, 1), record(1, 1)],
+    [record(0, 0), record(0, 2), record(1, 5)],  # 0/0 fetched again (a seek back); 1/2-4 missing
+]
+
+
+@pytest.mark.parametrize("loop_of", [KafkaConsumer, faust_consumer.Consumer], ids=["ours", "faust"])
+def test_records_are_handed_over_in_order_once_and_gaps_noted(loop_of: Any) -> None:
+    consumer, _ = drain(loop_of, BATCHES)
+    assert consumer.handed == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 5)]
+    assert consumer.gaps == [(TP(TOPIC, 1), 2, 5)]
+    assert dict(consumer._read_offset) == {TP(TOPIC, 0): 2, TP(TOPIC, 1): 5}
+
+
+@pytest.mark.parametrize("loop_of", [KafkaConsumer, faust_consumer.Consumer], ids=["ours", "faust"])
+def test_a_rebalance_while_a_callback_waits_ends_the_batch_as_in_faust(loop_of: Any) -> None:
+    """The flow is suspended while record 0/1 waits on Faust's flow control: it and the
+    rest of the batch are not handed over (read again after the rebalance's seek); once the
+    flow is back, the next fetched batch is. Both loops leave the same read offsets."""
+    batches = [[record(0, 0), record(0, 1), record(0, 2)], [record(1, 0)]]
+
+    async def rebalance(consumer: FetchedBatches) -> None:
+        consumer.block_at = (0, 1)
+        await consumer.blocked.wait()
+        consumer.flow_active = False
+        consumer.suspend_flow.set()
+        await asyncio.sleep(0.05)
+        consumer.flow_active = True
+        consumer.suspend_flow.clear()
+
+    consumer, _ = drain(loop_of, batches, during=rebalance)
+    assert consumer.handed == [(0, 0), (1, 0)]
+    assert dict(consumer._read_offset) == {TP(TOPIC, 0): 1, TP(TOPIC, 1): 0}
+
+
+def test_a_callback_that_waits_is_finished_before_the_next_record() -> None:
+    """A record whose callback suspends (its stream's buffer is full) is handed over once
+    the wait ends, before the next record."""
+    batches = [[record(0, 0), record(0, 1), record(0, 2)]]
+
+    async def slow_buffer(consumer: FetchedBatches) -> None:
+        release = asyncio.Event()
+        original = consumer.callback
+
+        async def callback(message: Any) -> None:
+            if message.offset == 1:
+                await release.wait()
+            await original(message)
+
+        consumer.callback = callback  # type: ignore[method-assign]
+        await asyncio.sleep(0.05)
+        assert consumer.handed == [(0, 0)]
+        release.set()
+
+    consumer, tasks = drain(KafkaConsumer, batches, during=slow_buffer)
+    assert consumer.handed == [(0, 0), (0, 1), (0, 2)]
+    assert tasks >= 3  # the wait_first race of the record that waited
+
+
+def seek(consumer: FetchedBatches, partition: int, offset: int) -> None:
+    """What a seek does that the loop sees: the partition marked as sought (as
+    ``KafkaConsumer``'s seeks do) and its read offset set back."""
+    KafkaConsumer._mark_sought(consumer, [TP(TOPIC, partition)])  # type: ignore[arg-type]
+    consumer._read_offset[TP(TOPIC, partition)] = offset
+
+
+def test_records_fetched_across_a_seek_of_their_partition_are_not_handed_over() -> None:
+    """Partition 0 is sought back to offset 3 while the fetch that returns 0/8-9 is under
+    way: those were read from the position before the seek. Faust hands them over: the jump
+    from 3 to 8 counts as a gap (4-7 treated as processed) and 4-7, fetched again, are
+    dropped as already read. Ours skips them; the refetch from the seek's offset follows.
+    Partition 1's records in the same fetch are handed over."""
+    refetch = [record(0, o) for o in range(4, 10)]
+
+    def run(loop_of: Any) -> FetchedBatches:
+        consumer_box: list[FetchedBatches] = []
+
+        async def arm(consumer: FetchedBatches) -> None:
+            consumer_box.append(consumer)
+            consumer.before_fetch = lambda: (seek(consumer, 0, 3), setattr(consumer, "before_fetch", None))
+
+        consumer, _ = drain(loop_of, [[record(0, 8), record(1, 0), record(0, 9)], refetch], during=arm)
+        return consumer
+
+    ours = run(KafkaConsumer)
+    assert ours.handed == [(1, 0)] + [(0, o) for o in range(4, 10)]
+    assert ours.gaps == []
+    faust = run(faust_consumer.Consumer)  # the loss this guards against, as Faust has it
+    assert faust.handed[:3] == [(0, 8), (1, 0), (0, 9)]
+    assert not {(0, o) for o in range(4, 8)} & set(faust.handed)  # never handed over...
+    assert faust.gaps == [(TP(TOPIC, 0), 4, 8)]  # ...and counted as processed
+
+
+def test_a_seek_while_a_batch_is_handed_over_stops_its_partition_only() -> None:
+    """Partition 0 is sought while record 1/0 is being handed over: 0/5 of the same batch
+    is skipped, 1/1 is handed over."""
+    batches = [[record(1, 0), record(0, 5), record(1, 1)], [record(0, 2), record(0, 3)]]
+
+    async def seek_during(consumer: FetchedBatches) -> None:
+        original = consumer.callback
+
+        async def callback(message: Any) -> None:
+            if (message.partition, message.offset) == (1, 0):
+                seek(consumer, 0, 1)
+            await original(message)
+
+        consumer.callback = callback  # type: ignore[method-assign]
+
+    consumer, _ = drain(KafkaConsumer, batches, during=seek_during)
+    assert consumer.handed == [(1, 0), (1, 1), (0, 2), (0, 3)]
+    assert consumer.gaps == []
