@@ -1,9 +1,9 @@
 """The worker's Faust transports: ``signalbox://`` for Apache Kafka, ``tansu://`` for the
 embedded broker.
 
-Both fix one Faust behaviour that loses records. Faust drops fetched records it cannot
-hand to a stream at that moment (a rebalance began, the partition is not active yet)
-and relies on "seek back to the committed offsets" to read them again. aiokafka's
+Both fix three Faust behaviours that lose records. First, Faust drops fetched records it
+cannot hand to a stream at that moment (a rebalance began, the partition is not active
+yet) and relies on "seek back to the committed offsets" to read them again. aiokafka's
 ``seek_to_committed`` does not seek a partition that has no committed offset (or
 offset 0), so the records Faust dropped there are never read again: a worker killed before
 its first commit (a few seconds after it started) left its partitions uncommitted, and
@@ -11,8 +11,8 @@ its successor skipped everything it had fetched during the rebalance. Here a par
 with no committed offset is sought to the start the reset policy names (``earliest``):
 its records are read again, which the engine's de-duplication makes harmless.
 
-They fix a second one that loses records. Faust's stream *acknowledges* a record it
-skips instead of handing it to the agent: one taken from the agent's buffer while a
+Second, Faust's stream *acknowledges* a record it skips instead of handing it to the
+agent: one taken from the agent's buffer while a
 rebalance has suspended the flow, or fetched in an earlier generation. Between the
 revocation (which forgets the committed offset) and the final seek, that acknowledgement
 alone lets Faust commit past the record, and the seek then starts after it: it is never
@@ -22,6 +22,10 @@ queue stuck). On the topics named with :func:`acknowledge_only_delivered`, the c
 here refuses the acknowledgement of a record the stream never handed to its agent (Faust
 marks a record ``tracked`` only on that path): a skipped record stays uncommitted and the
 rebalance's seek reads it again.
+
+Third, Faust hands over records aiokafka handed out before a seek of their partition (from
+the position before it) when they reach its loop after the seek, and counts the records
+between the seek's offset and theirs as processed (``KafkaConsumer._drain_messages``).
 
 Two of tansu's quirks, worked around here and only here (against Apache Kafka the
 stock aiokafka consumer is used otherwise unchanged):
@@ -39,15 +43,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiokafka
+from faust.transport import consumer as faust_consumer
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 EMBEDDED_FETCH_MAX_WAIT_MS = 10
+DRAIN_YIELD_EVERY = 100  # records handed to the streams between two turns of the event loop (as Faust)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +87,41 @@ async def seek_to_committed_or_start(consumer: aiokafka.AIOKafkaConsumer, reset:
 
 
 class _SeekingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    consumer: KafkaConsumer
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         return await self.call_thread(seek_to_committed_or_start, self._ensure_consumer(),
                                       self.app.conf.consumer_auto_offset_reset)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        stamp_seeks(self._ensure_consumer()._fetcher, self.consumer.mark_sought)
+
+    async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer, active_partitions: Any,
+                             timeout: float | None = None, max_records: int | None = None) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        self.consumer.fetched_at = self.consumer.seeks  # no await since aiokafka handed them out
+        return records
+
+
+def stamp_seeks(fetcher: Any, mark_sought: Callable[[Iterable[Any]], None]) -> None:
+    """Call ``mark_sought(partitions)`` whenever aiokafka's ``fetcher`` moves partitions'
+    positions (a seek, a reset to the beginning or end): every seek of aiokafka's consumer
+    goes through these two methods, in the consumer's thread."""
+    seek_to, request_offset_reset = fetcher.seek_to, fetcher.request_offset_reset
+
+    def stamped_seek_to(tp: Any, offset: int) -> Any:
+        result = seek_to(tp, offset)
+        mark_sought((tp,))
+        return result
+
+    def stamped_reset(tps: Any, strategy: Any) -> Any:
+        tps = list(tps)
+        result = request_offset_reset(tps, strategy)
+        mark_sought(tps)
+        return result
+
+    fetcher.seek_to, fetcher.request_offset_reset = stamped_seek_to, stamped_reset
 
 
 class _ConsumerThread(_SeekingConsumerThread):
@@ -130,8 +168,79 @@ class KafkaConsumer(faust_aiokafka.Consumer):
     # default's generation matches none: the first refusal makes the instance its own set)
     _skips_logged: tuple[object, set[Any]] = (object(), set())
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Written in the consumer's thread (stamp_seeks, _fetch_records), read here.
+        self.seeks = 0  # positions moved so far
+        self.sought_at: dict[Any, int] = {}  # partition -> ``seeks`` when its position last moved
+        self.fetched_at = 0  # ``seeks`` when aiokafka handed out the records being handed over
+
+    def mark_sought(self, partitions: Iterable[Any]) -> None:
+        self.seeks += 1
+        for tp in partitions:
+            self.sought_at[tp] = self.seeks
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _SeekingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's loop that hands fetched records to the streams, with one change: a
+        record of a partition sought since aiokafka handed it out is not handed over.
+
+        Faust fetches in the consumer's thread and seeks from the event loop; records
+        fetched before a seek (Faust seeks back to the committed offsets when a rebalance
+        ends) can reach this loop after it. Faust handed them over after the
+        seek had set the partition's read offset back to the committed one: the jump from
+        there to the stale record counted as a gap, which Faust treats as processed, and
+        the same records, fetched again from the committed offset, were then dropped as
+        already read. A trace of a failing failover test showed it on a worker that had
+        taken a triggers partition over: read offset set back to the committed 161, next
+        record 427. Here the seek's position reads them again.
+
+        The rest is Faust's: each record's callback raced against a suspended flow, read
+        offsets, gaps, ``commit_every``, a turn of the event loop every
+        ``DRAIN_YIELD_EVERY`` records, and ``getmany``'s own checks as it yields each record
+        (the flow is on, the consumer generation unchanged)."""
+        read_offset, sought_at = self._read_offset, self.sought_at
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                self.diag.set_flag(faust_consumer.CONSUMER_FETCHING)
+                fetched = self.getmany(timeout=1.0)
+                await self.sleep(0)  # as Faust: getmany may return at once, again and again
+                if not self.should_stop:
+                    async for tp, message in fetched:
+                        since_yield += 1
+                        if since_yield > DRAIN_YIELD_EVERY:
+                            await asyncio.sleep(0)
+                            since_yield = 0
+                        if sought_at.get(tp, 0) > self.fetched_at:
+                            continue  # read before a seek of its partition: the seek's position reads it again
+                        offset, last = message.offset, read_offset[tp]
+                        if last is not None and offset < last:
+                            continue  # read before a seek back: Faust drops it too
+                        if last and offset - last > 1 and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, last + 1, offset)
+                        if self._commit_every is not None and self._n_acked >= self._commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                        read_offset[tp] = offset
+                    self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception:
+            log.exception("handing fetched records to the streams failed")
+            raise
+        finally:
+            self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
 
     def ack(self, message: Any) -> bool:
         if refuses_ack(message):
