@@ -3,6 +3,7 @@ only those."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -83,3 +84,27 @@ def test_refusals_are_logged_once_per_partition_and_generation(caplog: pytest.Lo
         "app.triggers/0: records from offset 13 were skipped by the stream during a rebalance; they are read again",
     ]
     assert faust_driver.KafkaConsumer._skips_logged[1] == set()  # the class default stays empty
+
+
+def test_resuming_the_flow_keeps_what_the_streams_buffers_hold() -> None:
+    """Faust's recovery resumes its flow control once more after the stream partitions were
+    resumed and sought; Faust's flow control empties every stream buffer when it resumes,
+    so records already handed over (their read offsets recorded) were lost. The worker's
+    app resumes without emptying; the explicit emptying of a revocation stays."""
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    async def main(flow: FlowControlEvent) -> tuple[int, int]:
+        buffer: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)  # as Faust's channels
+        flow.resume()
+        for record in range(5):
+            buffer.put_nowait(record)
+        flow.resume()  # _resume_streams: after resume_partitions and the seek
+        kept = buffer.qsize()
+        flow.suspend()
+        flow.clear()  # a revocation
+        return kept, buffer.qsize()
+
+    assert asyncio.run(main(faust_driver.KeepingFlowControl())) == (5, 0)
+    assert asyncio.run(main(FlowControlEvent())) == (0, 0)  # Faust's: the five records are gone
+    assert isinstance(faust_driver.App("flow-test", broker="kafka://127.0.0.1:1").flow_control,
+                      faust_driver.KeepingFlowControl)

@@ -44,7 +44,7 @@ from streams.engine.overlay import Layer, Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
 from streams.kafka.batch_consumer import BatchConsumer, committed_offsets
 from streams.kafka.connection import kafka_of
-from streams.kafka.faust_driver import acknowledge_only_delivered
+from streams.kafka.faust_driver import App, acknowledge_only_delivered
 from streams.kafka.faust_driver import register as register_transports
 from streams.matching.handler_set import Applied, HandlerSet
 from streams.matching.match import extract_params
@@ -106,7 +106,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     settings.datadir.mkdir(parents=True, exist_ok=True)
     kafka = kafka_of(settings)
     web_port = settings.metrics_port or settings.web_port
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=kafka.faust_broker("tansu" if embedded else "signalbox"),
         broker_credentials=kafka.faust_credentials(),
