@@ -32,7 +32,8 @@ recovery resumes it once more after the stream partitions were resumed and sough
 records fetched and handed to the streams in between (fetched after the seek, their read
 offsets recorded) were thrown away, never processed, never read again. Seen in a trace of
 the failover test as run results handed over and never reaching the schedule step (a job
-whose queued runs then waited for ever). :class:`App`'s flow control resumes without
+whose queued runs then waited for ever), and as a read offset that jumped from the
+committed 161 to 427 on a worker that had taken a triggers partition over. :class:`App`'s flow control resumes without
 emptying them; the explicit emptying at a revocation stays (what it drops is read again
 after the rebalance's seek).
 
@@ -205,9 +206,8 @@ class KafkaConsumer(faust_aiokafka.Consumer):
         seek had set the partition's read offset back to the committed one: the jump from
         there to the stale record counted as a gap, which Faust treats as processed, and
         the same records, fetched again from the committed offset, were then dropped as
-        already read. A trace of a failing failover test showed it on a worker that had
-        taken a triggers partition over: read offset set back to the committed 161, next
-        record 427. Here the seek's position reads them again.
+        already read. Here the seek's position reads them again. (In a trace of nine
+        failover-test iterations this skipped 1,324 triggers and 933 run-results records.)
 
         The rest is Faust's: each record's callback raced against a suspended flow, read
         offsets, gaps, ``commit_every``, a turn of the event loop every
