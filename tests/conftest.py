@@ -8,6 +8,7 @@ other's records or consumer groups.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -73,11 +74,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
         yield BrokerInfo(embedded.bootstrap_servers, "tansu")
 
 
+@functools.cache
+def _avro_schema(schema_file: str) -> tuple[Any, bytes]:
+    """The parsed .avsc and its CRC-64-AVRO fingerprint, computed once per file: the
+    failover tests decode every command seen again each second."""
+    schema = load_schema(str(ROOT / "schemas" / schema_file))
+    return schema, bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
 def decode_avro(schema_file: str, data: bytes) -> dict[str, Any]:
     """Decode single-object Avro with fastavro and the .avsc alone (no project code)."""
-    schema = load_schema(str(ROOT / "schemas" / schema_file))
+    schema, fingerprint_bytes = _avro_schema(schema_file)
     assert data[:2] == b"\xc3\x01", "not Avro single-object encoding"
-    assert data[2:10] == bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+    assert data[2:10] == fingerprint_bytes
     return fastavro.schemaless_reader(io.BytesIO(data[10:]), schema)
 
 
