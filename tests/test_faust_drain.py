@@ -1,13 +1,14 @@
 """The worker's Faust consumer does not hand over records fetched across a seek.
 
-``streams/kafka/faust_driver.py`` replaces Faust's ``Consumer._drain_messages``, the loop
-that hands fetched records to the streams. These tests run both loops over the same
-fetched batches with a consumer that has only what the loop uses (no broker): the
+Faust's ``Consumer._drain_messages`` hands fetched records to the streams; the worker's
+consumer (``streams/kafka/faust_driver.py``) feeds it through :func:`fresh_records`.
+These tests run Faust's loop over the same fetched batches with a consumer that has only
+what the loop uses (no broker), with ("ours") and without ("faust") that filter: the
 records reach the callback in order and once, a record fetched again below the read
 offset is dropped, a gap is registered, a rebalance that suspends the flow while a
 callback waits ends the batch the same way in both. Ours drops the records of a
-partition sought while they were fetched or handed over; Faust hands them over and loses
-the records between the seek's offset and theirs.
+partition sought after they were fetched, also while a batch is handed over; Faust hands
+them over and loses the records between the seek's offset and theirs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from faust.types import TP
 from mode import Service
 
 from streams.kafka.connection import KafkaConnection
-from streams.kafka.faust_driver import KafkaConsumer, stamp_seeks
+from streams.kafka.faust_driver import KafkaConsumer, fresh_records, stamp_seeks
 
 TOPIC = "t"
 
@@ -34,13 +35,15 @@ def record(partition: int, offset: int) -> tuple[TP, Any]:
 
 
 class FetchedBatches(Service):
-    """What the drain loop uses of Faust's consumer: ``getmany`` answers the given batches,
-    then stops the fetcher; ``callback`` records what it is handed (and may block)."""
+    """What the drain loop uses of Faust's consumer: ``getmany`` answers the given batches
+    (through ``fresh_records`` for ours), then stops the fetcher; ``callback`` records
+    what it is handed (and may block)."""
 
     consumer_stopped_errors: tuple[type[BaseException], ...] = ()
 
-    def __init__(self, batches: list[list[tuple[TP, Any]]], fetcher: Any) -> None:
+    def __init__(self, batches: list[list[tuple[TP, Any]]], fetcher: Any, ours: bool) -> None:
         super().__init__()
+        self.ours = ours
         self.batches = deque(batches)
         self.fetcher = fetcher
         self.handed: list[tuple[int, int]] = []
@@ -59,8 +62,13 @@ class FetchedBatches(Service):
         self.seeks, self.sought_at, self.fetched_at = 0, {}, 0  # as KafkaConsumer's
         self.before_fetch: Any = None  # runs before aiokafka hands the next batch out
         self.after_fetch: Any = None  # runs after it did, before the loop sees the batch
+        self.on_record: Any = None  # awaited with each record as it is handed over
 
-    async def getmany(self, timeout: float) -> Any:
+    def getmany(self, timeout: float) -> Any:
+        fetched = self.fetched(timeout)
+        return fresh_records(self, fetched) if self.ours else fetched  # type: ignore[arg-type]
+
+    async def fetched(self, timeout: float) -> Any:
         while not self.flow_active:  # as Faust's getmany: it waits for the flow to resume
             await asyncio.sleep(0.01)
         if not self.batches:
@@ -77,6 +85,8 @@ class FetchedBatches(Service):
             yield item
 
     async def callback(self, message: Any) -> None:
+        if self.on_record is not None:  # a test's hook (Faust's loop takes ``callback`` once)
+            await self.on_record(message)
         if (message.partition, message.offset) == self.block_at:
             self.blocked.set()
             await asyncio.Event().wait()  # Faust's flow control, closed by a rebalance
@@ -91,12 +101,12 @@ class FetchedBatches(Service):
 
 def drain(loop_of: Any, batches: list[list[tuple[TP, Any]]],
           during: Any = None) -> tuple[FetchedBatches, int]:
-    """Run ``loop_of._drain_messages`` over ``batches``; returns the consumer and the tasks
-    the loop started. ``during(consumer)`` runs beside it."""
+    """Run Faust's drain loop over ``batches`` as ``loop_of``'s consumer feeds it; returns
+    the consumer and the tasks the loop started. ``during(consumer)`` runs beside it."""
 
     async def main() -> tuple[FetchedBatches, int]:
         fetcher = SimpleNamespace(_stopped=asyncio.Event())
-        consumer = FetchedBatches(batches, fetcher)
+        consumer = FetchedBatches(batches, fetcher, ours=loop_of is KafkaConsumer)
         loop = asyncio.get_running_loop()
         started = 0
         factory = loop.get_task_factory()
@@ -161,14 +171,12 @@ def test_a_callback_that_waits_is_finished_before_the_next_record() -> None:
 
     async def slow_buffer(consumer: FetchedBatches) -> None:
         release = asyncio.Event()
-        original = consumer.callback
 
-        async def callback(message: Any) -> None:
+        async def full_buffer(message: Any) -> None:
             if message.offset == 1:
                 await release.wait()
-            await original(message)
 
-        consumer.callback = callback  # type: ignore[method-assign]
+        consumer.on_record = full_buffer
         await asyncio.sleep(0.05)
         assert consumer.handed == [(0, 0)]
         release.set()
@@ -223,14 +231,11 @@ def test_a_seek_while_a_batch_is_handed_over_stops_its_partition_only() -> None:
     batches = [[record(1, 0), record(0, 5), record(1, 1)], [record(0, 2), record(0, 3)]]
 
     async def seek_during(consumer: FetchedBatches) -> None:
-        original = consumer.callback
-
-        async def callback(message: Any) -> None:
+        async def seek_at_1_0(message: Any) -> None:
             if (message.partition, message.offset) == (1, 0):
                 seek(consumer, 0, 1)
-            await original(message)
 
-        consumer.callback = callback  # type: ignore[method-assign]
+        consumer.on_record = seek_at_1_0
 
     consumer, _ = drain(KafkaConsumer, batches, during=seek_during)
     assert consumer.handed == [(1, 0), (1, 1), (0, 2), (0, 3)]
