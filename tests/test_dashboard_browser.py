@@ -25,6 +25,7 @@ import httpx
 import jwt
 import pytest
 
+from streams.contracts import records
 from tests.conftest import ROOT, GatewayProcess, Stack, WorkerProcess, unique
 
 pytestmark = [pytest.mark.browser, pytest.mark.broker]
@@ -128,6 +129,53 @@ def test_run_now_appears_live_and_its_detail_shows_the_final_state(stack: Stack,
     assert json.loads(final)["runs"] >= 1 and {"n": "5"} in json.loads(final)["seen"]
     shot(history, "run")
     history.close()
+
+
+def test_what_changed_while_a_page_was_not_listening_is_shown_when_it_listens(stack: Stack, page: Any,
+                                                                              gateway: GatewayProcess) -> None:
+    """A page renders, then opens its live connection: a run that settles in between (or
+    while the connection is down) was told to nobody. Here the live connection is held off
+    until the run has settled; the history and the run's page must still show it settled,
+    without a reload by the test. (CI once waited a minute on a replayed run's page.)"""
+    hid = unique("ui-late")
+    stack.apply_handler({"id": hid, "job": "count4", "event": {"match": {"type": unique("never")}},
+                         "params": {"n": "n"}})
+    listening = {"allowed": False}
+
+    def hold_live(route: Any) -> None:  # a stream that ends at once: EventSource retries after 200 ms
+        if listening["allowed"]:
+            route.continue_()
+        else:
+            route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body="retry: 200\n\n")
+
+    history = page.context.new_page()
+    history.route("**/ui/live", hold_live)
+    history.goto(f"/ui/runs?handler={hid}")
+    assert history.locator("tr[data-run]").count() == 0
+    history.evaluate("window.__marker = 'not reloaded'")
+    auth = {"Authorization": f"Bearer {token()}"}
+    r = httpx.post(f"{gateway.url}/handlers/{hid}/run", json={"params": {"n": "7"}}, headers=auth, timeout=30)
+    assert r.status_code == 202, r.text
+    run_id = records.run_id(hid, f"manual:{r.json()['request_id']}")
+    detail = page.context.new_page()
+    detail.route("**/ui/live", hold_live)
+    detail.goto(f"/ui/runs/{run_id}")
+    deadline = time.monotonic() + 60
+    while True:  # settled, as the gateway's REST API sees it
+        got = httpx.get(f"{gateway.url}/runs/{run_id}", headers=auth, timeout=30)
+        if got.status_code == 200 and got.json()["status"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, f"the run did not settle in 60 s: {got.status_code} {got.text[:300]}"
+        time.sleep(0.2)
+    history.wait_for_timeout(1000)  # the pages keep retrying their held-off connection meanwhile
+    assert history.locator("tr[data-run]").count() == 0  # nothing could tell it yet
+    listening["allowed"] = True
+    history.wait_for_selector(f"tr[data-run='{run_id}'] .s-succeeded", timeout=15_000)
+    assert history.evaluate("window.__marker") == "not reloaded"
+    detail.wait_for_selector("#run-head .status.s-succeeded", timeout=15_000)
+    assert '"n": "7"' in detail.locator("main").inner_text()
+    history.close()
+    detail.close()
 
 
 def test_filter_by_status_and_replay_a_dead_letter(stack: Stack, page: Any, gateway: GatewayProcess) -> None:

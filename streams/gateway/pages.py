@@ -17,10 +17,8 @@ cannot be replayed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,7 +107,25 @@ class _NotSignedIn(Exception):
     pass
 
 
+LIVE_KINDS = {"command": "runs", "result": "runs", "status": "runs", "dead_letter": "runs", "event": "events",
+              "handler": "handlers"}
+
+
+def live_seen(rm: ReadModel) -> dict[str, int]:
+    """How many changes of each live kind (runs, events, handlers) the read model has applied.
+    A page carries the counts it was rendered at, and /ui/live's greeting the counts at the
+    moment it starts listening: a page refetches what changed in between, which no message
+    could have told it."""
+    seen = dict.fromkeys(sorted(set(LIVE_KINDS.values())), 0)
+    for kind, n in rm.applied.items():
+        topic = LIVE_KINDS.get(kind)
+        if topic is not None:
+            seen[topic] += n
+    return seen
+
+
 def _page(request: Request, name: str, who: Principal, status: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("live_seen", json.dumps(live_seen(_rm(request))))
     can = {"write": HANDLERS_WRITE in who.scopes, "handlers": HANDLERS_READ in who.scopes,
            "runs": RUNS_READ in who.scopes}
     return templates.TemplateResponse(request, name, {"who": who, "can": can, "open": request.app.state.auth.open,
@@ -582,10 +598,6 @@ async def job_page(request: Request, job: str) -> Response:
 
 # -- live ----------------------------------------------------------------------------------
 
-LIVE_KINDS = {"command": "runs", "result": "runs", "status": "runs", "dead_letter": "runs", "event": "events",
-              "handler": "handlers"}
-
-
 @router.get("/live")
 async def live(request: Request) -> Response:
     """Server-Sent Events naming what changed in the read model (runs, events, handlers),
@@ -593,25 +605,27 @@ async def live(request: Request) -> Response:
     if viewer(request) is None:
         raise HTTPException(401, "not signed in")
     rm = _rm(request)
-    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
+    pending: set[str] = set()  # the kinds changed since the last message: a burst coalesces, nothing is dropped
+    woken = asyncio.Event()
 
     def told(kind: str, _data: dict[str, Any]) -> None:
         topic = LIVE_KINDS.get(kind)
         if topic is not None:
-            with contextlib.suppress(asyncio.QueueFull):  # a slow page misses nothing: it refetches everything
-                queue.put_nowait(topic)
+            pending.add(topic)
+            woken.set()
 
     async def changes() -> AsyncIterator[dict[str, str]]:
-        rm.listeners.append(told)
+        rm.listeners.append(told)  # then, with no await between, the counts the greeting carries
         try:
-            yield {"event": "hello", "data": uuid.uuid4().hex}
+            yield {"event": "hello", "data": json.dumps(live_seen(rm))}
             while True:
-                topic = await queue.get()
-                pending = {topic}
-                while not queue.empty():  # coalesce a burst into one message per kind
-                    pending.add(queue.get_nowait())
-                for kind in sorted(pending):
-                    yield {"event": kind, "data": kind}
+                await woken.wait()
+                woken.clear()
+                kinds = sorted(pending)
+                pending.clear()
+                seen = live_seen(rm)
+                for kind in kinds:
+                    yield {"event": kind, "data": str(seen[kind])}
         finally:
             rm.listeners.remove(told)
 

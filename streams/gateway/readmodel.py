@@ -15,6 +15,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ class ReadModel:
         self._assigned: set[TopicPartition] = set()
         self._progress = asyncio.Event()
         self.listeners: list[Any] = []  # callables(kind, data) told of each applied record
+        self.applied: Counter[str] = Counter()  # records applied so far, by kind: what a page was rendered at
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -195,6 +197,7 @@ class ReadModel:
             self.db.execute("ROLLBACK")
             raise
         for kind, data in applied:
+            self.applied[kind] += 1
             for listener in self.listeners:
                 listener(kind, data)
 
