@@ -209,7 +209,12 @@ def test_filter_by_status_and_replay_a_dead_letter(stack: Stack, page: Any, gate
     new_run = flash.locator("a").inner_text()
     flash.locator("a").click()
     page.wait_for_url(f"**/ui/runs/{new_run}")
-    page.wait_for_selector("#run-head .status.s-dead_lettered, #run-head .status.s-failed", timeout=60_000)
+    try:
+        page.wait_for_selector("#run-head .status.s-dead_lettered, #run-head .status.s-failed", timeout=60_000)
+    except Exception as exc:  # say whether the run settled (the page missed it) or not (the pipeline did)
+        got = httpx.get(f"{gateway.url}/runs/{new_run}", headers={"Authorization": f"Bearer {token()}"}, timeout=30)
+        raise AssertionError(f"the replayed run's page did not show it settled; the REST API says "
+                             f"{got.status_code} {got.text[:500]}") from exc
     text = page.locator("main").inner_text()
     assert hid in text and '"n": 3' in text and "bad input 3" in text
     shot(page, "run-replayed")
