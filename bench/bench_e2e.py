@@ -25,7 +25,11 @@ Prints, from one run on one broker:
    is matched by an ``after`` handler that starts a run of a ``flow`` job. (6a) ``--pipe``
    events at once: events/s fully settled (both runs' results), produce -> the flow run's
    result p50/p99; (6b) at a steady half of (6a)'s rate for ``--seconds``: the same
-   latencies.
+   latencies;
+7. the floor under phase 4: its steady rates through two plain Faust agents in a row
+   (``plain_relay.py``: decode, send on; the worker's Faust driver and linger), with the
+   worker stopped: produce -> second hop and -> first hop, p50/p99. Phase 4 against it is
+   what the engine adds to the framework's own two hops on this broker.
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them;
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -262,6 +267,7 @@ def main() -> None:
         meter = CpuMeter({"broker": [broker.pid] if broker.pid else [],
                           "worker": [w.pid for w in workers[1 if args.runner_process else 0:]],
                           **({"runner": [workers[0].pid]} if args.runner_process else {})})
+        steady: list[tuple[str, int, str]] = []
         try:
             reader = commands_reader(bs, topics.job_commands)
             phase3 = meter.mark()
@@ -293,7 +299,7 @@ def main() -> None:
             # 4. latency at a steady rate: half the capacity phase 3 measured, then --rate
             capacity = runs_per_s
             half = max(1, int(capacity / 2)) if capacity == capacity else 0  # NaN: phase 3 failed
-            steady = [("4a", half, "half the capacity of phase 3")] if half else []
+            steady += [("4a", half, "half the capacity of phase 3")] if half else []
             steady.append(("4b", args.rate, "the --rate"))
             if half:  # each job gets an event every ~1.3 s: the engine's own hops, no run in flight to wait for
                 steady.append(("4c", max(1, int(capacity / 10)), "a tenth of the capacity: jobs mostly idle"))
@@ -323,6 +329,8 @@ def main() -> None:
                   "phases 3-6)")
         if args.profile:
             print_profile(work / "profile.txt")
+        # 7. the floor: the same steady rates through two plain Faust agents, the worker stopped
+        relay_latency(bs, [(label, rate) for label, rate, _ in steady], args.seconds, args.handlers, work)
 
 
 def reader_at_end(bs: KafkaConnection, topic: str) -> Consumer:
@@ -394,6 +402,76 @@ def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consum
     print(f"   of which produce -> command written by the schedule step: p50 {q[49] * 1000:.1f} ms, "
           f"p99 {q[98] * 1000:.1f} ms")
     settled_latency(bs, topics, sent_by_run)
+
+
+def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: float, n_handlers: int,
+                  work: Path) -> None:
+    """7. phase 4's steady rates through ``plain_relay.py`` (two plain Faust agents in a row,
+    on the worker's Faust driver and linger), with the worker stopped: produce -> the second
+    agent's record and -> the first's, p50/p99. Phase 4's figures over these are what the
+    engine adds to the framework's own two hops on this broker."""
+    names = [f"bench.relay-{hop}" for hop in ("in", "mid", "out")]
+    admin = client.admin(bs)
+    for future in admin.create_topics([NewTopic(n, 4, 1) for n in names]).values():
+        future.result(30)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_relay.py"), bs.bootstrap_servers, *names,
+                             str(work / "relay")], stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        mid, out = reader_at_end(bs, names[1]), reader_at_end(bs, names[2])
+        p = client.producer(bs, **{"linger.ms": 0})
+        ready, end = False, time.monotonic() + 90  # until a record makes both hops (the agents are assigned)
+        while not ready and time.monotonic() < end:
+            p.produce(names[0], json.dumps({"warm": True}).encode())
+            p.flush(10)
+            ready = any(not m.error() for m in out.consume(100, 0.5))
+        if not ready:
+            print("7. plain two-hop Faust relay: not ready in 90 s (see relay.log)")
+            return
+        time.sleep(1)
+        for c in (mid, out):  # what the warm-up left
+            while c.consume(1000, 0.2):
+                pass
+        first = 10**9
+        for label, rate in rates:
+            total = int(rate * seconds)
+            hops: dict[str, list[float]] = {"out": [], "mid": []}
+
+            def take(c: Consumer, into: list[float]) -> None:
+                for msg in c.consume(500, 0):
+                    if not msg.error():
+                        sent = json.loads(msg.value()).get("sent")
+                        if sent:
+                            into.append(msg.timestamp()[1] / 1000 - sent)
+
+            start = time.perf_counter()
+            for i in range(first, first + total):
+                due = start + (i - first) / rate
+                while due - time.perf_counter() > 0:
+                    take(out, hops["out"])
+                    take(mid, hops["mid"])
+                    time.sleep(min(0.001, max(0.0, due - time.perf_counter())))
+                p.produce(names[0], json.dumps(event_for(i, n_handlers, time.time())).encode())
+                p.poll(0)
+            p.flush(30)
+            first += total
+            end = time.monotonic() + 30
+            while (len(hops["out"]) < total or len(hops["mid"]) < total) and time.monotonic() < end:
+                take(out, hops["out"])
+                take(mid, hops["mid"])
+                time.sleep(0.01)
+            if len(hops["out"]) < 2 or len(hops["mid"]) < 2:
+                print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s: only {len(hops['out'])}/{total} measured")
+                continue
+            q, q1 = statistics.quantiles(hops["out"], n=100), statistics.quantiles(hops["mid"], n=100)
+            print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s (phase {label}'s rate, worker stopped): "
+                  f"produce -> second hop p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms; -> first hop "
+                  f"p50 {q1[49] * 1000:.1f} ms, p99 {q1[98] * 1000:.1f} ms ({len(hops['out'])}/{total} measured)")
+        mid.close()
+        out.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> float:
