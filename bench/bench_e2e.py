@@ -26,10 +26,11 @@ Prints, from one run on one broker:
    events at once: events/s fully settled (both runs' results), produce -> the flow run's
    result p50/p99; (6b) at a steady half of (6a)'s rate for ``--seconds``: the same
    latencies;
-7. the floor under phase 4: its steady rates through two plain Faust agents in a row
-   (``plain_relay.py``: decode, send on; the worker's Faust driver and linger), with the
-   worker stopped: produce -> second hop and -> first hop, p50/p99. Phase 4 against it is
-   what the engine adds to the framework's own two hops on this broker.
+7. the floor under phases 3 and 4: two plain Faust agents in a row (``plain_relay.py``:
+   decode, send on; the worker's Faust driver and linger), with the worker stopped: phase
+   3's event count at once (events/s through both hops, and phase 3's share of it), then
+   phase 4's steady rates: produce -> second hop and -> first hop, p50/p99. Phase 4
+   against it is what the engine adds to the framework's own two hops on this broker.
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them;
@@ -268,6 +269,7 @@ def main() -> None:
                           "worker": [w.pid for w in workers[1 if args.runner_process else 0:]],
                           **({"runner": [workers[0].pid]} if args.runner_process else {})})
         steady: list[tuple[str, int, str]] = []
+        phase3_rate = float("nan")
         try:
             reader = commands_reader(bs, topics.job_commands)
             phase3 = meter.mark()
@@ -286,7 +288,7 @@ def main() -> None:
             if len(stamps) < args.events:
                 print(f"3. signalbox worker: only {len(stamps)} of {args.events} commands in {DEADLINE_S}s")
             else:
-                rate = len(stamps) / (max(stamps) - min(stamps))
+                rate = phase3_rate = len(stamps) / (max(stamps) - min(stamps))
                 print(f"3. signalbox worker, {args.handlers} handlers: {rate:>8,.0f} events/s -> commands"
                       f"   ({rate / plain:.1%} of the plain agent)")
                 match_rate(bs, topics, args.events, plain)
@@ -330,7 +332,8 @@ def main() -> None:
         if args.profile:
             print_profile(work / "profile.txt")
         # 7. the floor: the same steady rates through two plain Faust agents, the worker stopped
-        relay_latency(bs, [(label, rate) for label, rate, _ in steady], args.seconds, args.handlers, work)
+        relay_latency(bs, [(label, rate) for label, rate, _ in steady], args.seconds, args.handlers, work,
+                      args.events, phase3_rate)
 
 
 def reader_at_end(bs: KafkaConnection, topic: str) -> Consumer:
@@ -405,10 +408,11 @@ def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consum
 
 
 def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: float, n_handlers: int,
-                  work: Path) -> None:
-    """7. phase 4's steady rates through ``plain_relay.py`` (two plain Faust agents in a row,
-    on the worker's Faust driver and linger), with the worker stopped: produce -> the second
-    agent's record and -> the first's, p50/p99. Phase 4's figures over these are what the
+                  work: Path, burst: int, phase3: float) -> None:
+    """7. ``burst`` events at once, then phase 4's steady rates, through ``plain_relay.py``
+    (two plain Faust agents in a row, on the worker's Faust driver and linger), with the
+    worker stopped: events/s through both hops; produce -> the second agent's record and ->
+    the first's, p50/p99. Phase 4's figures over these are what the
     engine adds to the framework's own two hops on this broker."""
     names = [f"bench.relay-{hop}" for hop in ("in", "mid", "out")]
     admin = client.admin(bs)
@@ -432,6 +436,21 @@ def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: fl
         for c in (mid, out):  # what the warm-up left
             while c.consume(1000, 0.2):
                 pass
+        # the burst: phase 3's event count at once, through both hops (the throughput a two-hop pipeline can reach)
+        stamps: list[float] = []
+        client.produce_all(bs, [(names[0], None, json.dumps(event_for(i, n_handlers)).encode())
+                                for i in range(burst)], timeout=120)
+        end = time.monotonic() + DEADLINE_S
+        while len(stamps) < burst and time.monotonic() < end:
+            stamps += [m.timestamp()[1] / 1000 for m in out.consume(1000, 0.5) if not m.error()]
+        while mid.consume(1000, 0.2):
+            pass
+        if len(stamps) >= burst and max(stamps) > min(stamps):
+            relay = len(stamps) / (max(stamps) - min(stamps))
+            print(f"7. plain two-hop Faust relay, {burst} events at once: {relay:,.0f} events/s through both hops "
+                  f"(phase 3: {phase3 / relay:.0%} of it)")
+        else:
+            print(f"7. plain two-hop Faust relay: only {len(stamps)} of {burst} events through both hops")
         first = 10**9
         for label, rate in rates:
             total = int(rate * seconds)
