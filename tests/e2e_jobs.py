@@ -31,6 +31,14 @@ def sleepy(run: Run) -> None:
     time.sleep(float(run.params["seconds"]))
 
 
+@job("nap")
+def nap(run: Run) -> dict[str, float]:
+    """Sleeps params.seconds; its final state says when its thread began and ended."""
+    began = time.time()
+    time.sleep(float(run.params["seconds"]))
+    return {"began": began, "ended": time.time()}
+
+
 # Each test uses its own job names, so job states (cursors) never mix between tests.
 for _i in range(10):
     job(f"count{_i}")(count)

@@ -249,7 +249,9 @@ def hook_worker(stack: Stack, smtp: SmtpSink) -> Iterator[WorkerProcess]:
                                             secrets.env_name("hook"): SECRET,
                                             secrets.env_name("api-token"): "token-123",
                                             "SIGNALBOX_SMTP_HOST": "127.0.0.1", "SIGNALBOX_SMTP_PORT": str(smtp.port),
-                                            "SIGNALBOX_SMTP_FROM": "jobs@signalbox.test"})
+                                            "SIGNALBOX_SMTP_FROM": "jobs@signalbox.test",
+                                            # fewer job slots than the slow listener's burst below
+                                            "SIGNALBOX_RUNNER_CONCURRENCY": "8"})
     w.wait_ready()
     yield w
     w.stop()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import Stack, command, unique
+from tests.conftest import Stack, command, result, unique
 from tests.test_e2e_guarantees import internal_of, of_handler, results_of, send_all
 
 pytestmark = pytest.mark.broker
@@ -61,3 +61,24 @@ def test_an_external_executor_speaks_the_two_topics(stack: Stack, commands, even
     assert command(second)["run_id"] != c["run_id"]
     w.stop()
     dead.close()
+
+
+def test_sync_jobs_get_a_thread_each_up_to_the_runner_concurrency(stack: Stack, results):
+    """16 sync runs of 1 s at once (one job, handler concurrency 16, timeout 1.8 s: shorter
+    than two runs back to back), on a runner with 16 slots: all 16 run at once, each on a
+    thread of the runner's own pool, and none times out. On the loop's default executor
+    (min(32, CPUs + 4) threads: 6 on a 2-core machine) the runs beyond its threads waited
+    for one while their timeout ran."""
+    w = stack.start_worker(unique("pool"), env={"SIGNALBOX_RUNNER_CONCURRENCY": "16"})
+    w.wait_ready()
+    kind = unique("nap")
+    h = {"id": unique("naps"), "job": "nap", "event": {"match": {"type": kind}}, "params": {"seconds": "s"},
+         "concurrency": 16, "timeout_seconds": 1.8}
+    stack.apply_handler(h)
+    send_all(stack, [{"id": unique("n"), "type": kind, "s": 1} for _ in range(16)])
+    done = [result(m) for m in results.wait_for(results_of(h["id"]), count=16, timeout=60)]
+    assert [r["status"] for r in done] == ["succeeded"] * 16, [r["error"] for r in done]
+    spans = [json.loads(r["final_state_json"]) for r in done]
+    assert max(s["began"] for s in spans) < min(s["ended"] for s in spans)  # all 16 at once
+    assert len({r["runner"] for r in done}) == 1
+    w.stop()

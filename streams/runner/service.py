@@ -20,6 +20,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,10 +61,11 @@ def emitted_events(run: jobs.Run) -> list[tuple[bytes, list[tuple[str, bytes]]]]
 
 
 async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None = None,
-                  settings: Settings | None = None,
-                  http: webhook.Client | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
+                  settings: Settings | None = None, http: webhook.Client | None = None,
+                  pool: Executor | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
     """Run one decoded job command; returns the run result record and the Run (if started).
-    ``http``: the runner's webhook client (without it, a webhook gets a connection of its own)."""
+    ``http``: the runner's webhook client (without it, a webhook gets a connection of its own);
+    ``pool``: the threads sync jobs run on (without it, the event loop's default executor)."""
     if command["job"].startswith(DELIVERY_JOB_PREFIXES):
         return await execute_delivery(command, runner_name, handlers, settings or Settings(), http), None
     started = now_ms()
@@ -99,7 +101,8 @@ async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSe
             returned = await asyncio.wait_for(fn(run), command["timeout_seconds"])
         else:
             # A timed-out sync job cannot be killed; its thread finishes in the background.
-            returned = await asyncio.wait_for(asyncio.to_thread(fn, run), command["timeout_seconds"])
+            returned = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, fn, run),
+                                              command["timeout_seconds"])
         final = run.state if returned is None else returned
         if not isinstance(final, dict):
             raise TypeError(f"a job must return a dict or None, not {type(final).__name__}")
@@ -170,6 +173,10 @@ class Runner(Service):
         self._pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
         # one HTTP session for every webhook this runner delivers (keep-alive connections)
         self._http = webhook.Client(guard.parse_allow(settings.delivery_allow))
+        # A thread per job slot: a sync job starts as soon as it has a slot (the loop's default
+        # executor has min(32, CPUs + 4) threads, and a job queued there spent its timeout
+        # waiting). A timed-out sync job keeps its thread until it returns.
+        self._pool = ThreadPoolExecutor(max_workers=settings.runner_concurrency, thread_name_prefix="signalbox-job")
 
     async def on_start(self) -> None:
         s = self.settings
@@ -202,6 +209,7 @@ class Runner(Service):
                 log.warning("runner: final commit failed (%s); those commands will run again", exc)
             await self._consumer.stop()
         await self._http.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._producer is not None:
             await self._producer.stop()
 
@@ -261,7 +269,7 @@ class Runner(Service):
             started = json.dumps(records.started_event(command), separators=(",", ":")).encode()
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
-            result, run = await execute(command, self.name_, self.handlers, self.settings, self._http)
+            result, run = await execute(command, self.name_, self.handlers, self.settings, self._http, self._pool)
             if command["job"].startswith(DELIVERY_JOB_PREFIXES):
                 self.metrics.delivery(command["job"].split(".", 1)[0], delivery_outcome(result))
             if result["status"] == "failed" and command["job"].startswith("webhook."):
