@@ -39,6 +39,10 @@ def nap(run: Run) -> dict[str, float]:
     return {"began": began, "ended": time.time()}
 
 
+for _i in range(1, 3):
+    job(f"nap{_i}")(nap)
+
+
 # Each test uses its own job names, so job states (cursors) never mix between tests.
 for _i in range(10):
     job(f"count{_i}")(count)

@@ -82,3 +82,28 @@ def test_sync_jobs_get_a_thread_each_up_to_the_runner_concurrency(stack: Stack, 
     assert max(s["began"] for s in spans) < min(s["ended"] for s in spans)  # all 16 at once
     assert len({r["runner"] for r in done}) == 1
     w.stop()
+
+
+def test_sync_jobs_stuck_past_their_timeout_do_not_starve_the_next_ones(stack: Stack, results):
+    """A runner with 2 slots; 2 sync runs that sleep 4 s with a 0.5 s timeout time out and
+    keep their threads (Python cannot kill one). The next 2 runs (0.2 s, timeout 1.5 s) start
+    at once on a fresh pool and succeed: they do not wait for the stuck threads while their
+    own timeout runs."""
+    w = stack.start_worker(unique("stuck"), env={"SIGNALBOX_RUNNER_CONCURRENCY": "2"})
+    w.wait_ready()
+    stuck_kind, next_kind = unique("stuck"), unique("next")
+    stuck = {"id": unique("stucks"), "job": "nap1", "event": {"match": {"type": stuck_kind}},
+             "params": {"seconds": "s"}, "concurrency": 2, "timeout_seconds": 0.5}
+    after = {"id": unique("nexts"), "job": "nap2", "event": {"match": {"type": next_kind}},
+             "params": {"seconds": "s"}, "concurrency": 2, "timeout_seconds": 1.5}
+    for h in (stuck, after):
+        stack.apply_handler(h)
+    send_all(stack, [{"id": unique("s"), "type": stuck_kind, "s": 4} for _ in range(2)])
+    timed_out = [result(m) for m in results.wait_for(results_of(stuck["id"]), count=2, timeout=60)]
+    assert [r["status"] for r in timed_out] == ["timed_out"] * 2
+    sent = time.time()
+    send_all(stack, [{"id": unique("n"), "type": next_kind, "s": 0.2} for _ in range(2)])
+    done = [result(m) for m in results.wait_for(results_of(after["id"]), count=2, timeout=60)]
+    assert [r["status"] for r in done] == ["succeeded"] * 2, [r["error"] for r in done]
+    assert all(json.loads(r["final_state_json"])["began"] < sent + 3 for r in done)  # not after the stuck ones
+    w.stop()

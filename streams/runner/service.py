@@ -175,8 +175,17 @@ class Runner(Service):
         self._http = webhook.Client(guard.parse_allow(settings.delivery_allow))
         # A thread per job slot: a sync job starts as soon as it has a slot (the loop's default
         # executor has min(32, CPUs + 4) threads, and a job queued there spent its timeout
-        # waiting). A timed-out sync job keeps its thread until it returns.
-        self._pool = ThreadPoolExecutor(max_workers=settings.runner_concurrency, thread_name_prefix="signalbox-job")
+        # waiting). A timed-out sync job keeps its thread until it returns (a thread cannot be
+        # killed): the pool is then renewed, so stuck threads never starve the slots.
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.settings.runner_concurrency, thread_name_prefix="signalbox-job")
+
+    def _renew_pool(self) -> None:
+        """Later sync jobs run on a fresh pool; the old one's threads end as their jobs return."""
+        old, self._pool = self._pool, self._new_pool()
+        old.shutdown(wait=False)
 
     async def on_start(self) -> None:
         s = self.settings
@@ -270,6 +279,9 @@ class Runner(Service):
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
             result, run = await execute(command, self.name_, self.handlers, self.settings, self._http, self._pool)
+            sync = run is not None and not inspect.iscoroutinefunction(jobs.get(run.job))
+            if result["status"] == "timed_out" and sync:
+                self._renew_pool()  # before the slot is free: the next job gets a thread of the new pool
             if command["job"].startswith(DELIVERY_JOB_PREFIXES):
                 self.metrics.delivery(command["job"].split(".", 1)[0], delivery_outcome(result))
             if result["status"] == "failed" and command["job"].startswith("webhook."):
