@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     state_max_bytes: int = 50_000
     dedup_retention_seconds: float = 7 * 24 * 3600
     dedup_sweep_interval_seconds: float = 60.0
-    # jobs a runner runs at once (a thread each for sync jobs). With one run of a job at a time,
-    # a slot is held until the event loop sees its job return: 8 slots bounded a busy worker
+    # jobs a runner runs at once (a thread each for sync jobs); a slot is held until the event
+    # loop sees its job return, so a busy worker needs more slots than it has CPUs
     runner_concurrency: int = Field(default=32, ge=1)
     # webhook and e-mail deliveries at once per runner, apart from the jobs' slots
     delivery_concurrency: int = Field(default=64, ge=1)

@@ -60,6 +60,11 @@ def emitted_events(run: jobs.Run) -> list[tuple[bytes, list[tuple[str, bytes]]]]
     return out
 
 
+def is_async_job(name: str) -> bool:
+    """Whether the job registered as ``name`` runs on the event loop (else on a thread)."""
+    return inspect.iscoroutinefunction(jobs.get(name))
+
+
 async def execute(command: dict[str, Any], runner_name: str, handlers: HandlerSet | None = None,
                   settings: Settings | None = None, http: webhook.Client | None = None,
                   pool: Executor | None = None) -> tuple[dict[str, Any], jobs.Run | None]:
@@ -279,8 +284,7 @@ class Runner(Service):
             await self._producer.send(self.topics.events, key=command["job"].encode(), value=started,
                                       headers=provenance.emitted_by(command["job"], command["run_id"]))
             result, run = await execute(command, self.name_, self.handlers, self.settings, self._http, self._pool)
-            sync = run is not None and not inspect.iscoroutinefunction(jobs.get(run.job))
-            if result["status"] == "timed_out" and sync:
+            if result["status"] == "timed_out" and run is not None and not is_async_job(run.job):
                 self._renew_pool()  # before the slot is free: the next job gets a thread of the new pool
             if command["job"].startswith(DELIVERY_JOB_PREFIXES):
                 self.metrics.delivery(command["job"].split(".", 1)[0], delivery_outcome(result))
