@@ -39,6 +39,7 @@ from streams.contracts import avro, records
 from streams.contracts.topics import Topics
 from streams.engine.dedup import RunDedup
 from streams.engine.handler_feed import HandlerFeed
+from streams.engine.handover import Handover, is_handed
 from streams.engine.metrics import WorkerMetrics, count, install_faust_sensor
 from streams.engine.overlay import Layer, Overlay, processing
 from streams.engine.runbook import DeadLetter, Outputs, RunBook, meta_key, parse_retry_key, write_order
@@ -92,6 +93,7 @@ class Engine:
     handlers: HandlerSet
     metrics: WorkerMetrics
     services: list[Any]  # started after the app, stopped before it (the match hop)
+    handover: Handover  # the in-process runner's results, offered to the schedule step (handover.py)
 
 
 def job_partition(job: str, partitions: int) -> int:
@@ -154,11 +156,16 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                    handlers.job_concurrency, commands_codec.encode)
 
     schedule_writers: set[asyncio.Queue[Any]] = set()  # the schedule step's batches on their way
+    handover_counts = {outcome: metrics.handovers.labels(outcome) for outcome in ("offered", "skipped")}
+    handover = Handover(topics.run_results, lambda: owned_partitions(), lambda: bool(app.rebalancing),
+                        lambda outcome: handover_counts[outcome].inc())
 
     async def partitions_moved(app: Any, partitions: Any, **kwargs: Any) -> None:
         """Partitions gained or lost: the batches decided are written, the table writes on
         their way settle into RocksDB, and the job queues' index of waiting run ids is read
-        again from the table when next asked (another worker may have changed them)."""
+        again from the table when next asked (another worker may have changed them). Run
+        results the runner handed over and not yet taken are dropped (the topic has them)."""
+        handover.forget()
         for written in list(schedule_writers):
             try:
                 await asyncio.wait_for(asyncio.shield(written.join()), SETTLE_TIMEOUT_S)
@@ -314,6 +321,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         inbox: list[Any] = []
         arrived, drained = asyncio.Event(), asyncio.Event()
         loop = asyncio.ensure_future(schedule_loop(manual, inbox, arrived, drained))
+        handover.attach(inbox, arrived)
         try:
             async for event in manual.events():
                 if loop.done():
@@ -326,6 +334,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     drained.clear()
                     await drained.wait()
         finally:
+            handover.detach()
             loop.cancel()
 
     batch_window_s = settings.schedule_batch_window_ms / 1000  # SIGNALBOX_SCHEDULE_BATCH_WINDOW_MS
@@ -378,7 +387,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 return  # its batch stays unmarked: a rebalance waiting for it gives up after its timeout
             metrics.schedule_written.observe(time.monotonic() - plan.sent_at)
             for event in plan.batch:
-                await stream.ack(event)
+                if not is_handed(event):  # a result the runner handed over: its record on the topic is acked
+                    await stream.ack(event)
             written.task_done()
             slots.release()
 
@@ -421,6 +431,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         accepted: list[tuple[Any, list[str]]] = []  # (event, run ids) for the dedup record
         started: set[str] = set()  # run ids settled in this batch (not yet in the dedup index)
         dead: list[tuple[Any, DeadLetter]] = []
+        owned: set[int] | None = None
         for event in batch:
             message = event.message
             with processing(event):
@@ -428,6 +439,13 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     dedup.sweep(message.partition, now)
                     units = trigger_units(message, now, started)
                 else:
+                    handed = is_handed(event)
+                    if handed:
+                        owned = owned_partitions() if owned is None else owned
+                        if message.partition not in owned:
+                            continue  # its partition moved: its record on the topic goes to the new owner
+                    if not handover.first(message, handed):
+                        continue  # the other copy of this result was taken before
                     units = [(lambda message=message: message.value,
                               lambda one, message=message: settle_result(message, now, started, one))]
                 run_ids: list[str] = []
@@ -674,4 +692,4 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
     metrics.gauges.handlers = lambda: len(handlers)
     metrics.gauges.lag["engine"] = engine_lag
 
-    return Engine(app=app, feed=feed, handlers=handlers, metrics=metrics, services=[match_hop])
+    return Engine(app=app, feed=feed, handlers=handlers, metrics=metrics, services=[match_hop], handover=handover)

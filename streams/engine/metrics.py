@@ -100,6 +100,13 @@ class WorkerMetrics:
             ["stage"], buckets=SCHEDULE_BUCKETS, registry=r)
         self.schedule_fetched, self.schedule_decided, self.schedule_written = (
             self.schedule.labels(stage) for stage in SCHEDULE_STAGES)
+        self.handovers = Counter(
+            "signalbox_result_handovers",
+            "Run results the worker's own runner handed to its schedule step beside the topic, by outcome: "
+            "offered (put in the schedule step's inbox), skipped (the second copy of a result, from the "
+            "handover or the topic, the first one taken)", ["outcome"], registry=r)
+        for outcome in ("offered", "skipped"):
+            self.handovers.labels(outcome)
         self.dead_letters = Counter("signalbox_dead_letters", "Records written to the dead-letter topic, by reason",
                                     ["reason"], registry=r)
         self.rejections = Counter("signalbox_handler_rejections", "Handlers not applied (invalid)", registry=r)

@@ -161,11 +161,14 @@ class Runner(Service):
 
     def __init__(self, settings: Settings, topics: Topics, handlers: HandlerSet | None = None,
                  metrics: WorkerMetrics | None = None, ready: Callable[[], Awaitable[Any]] | None = None,
-                 **kwargs: Any) -> None:
+                 handover: Callable[[int, int, bytes, bytes | None], Any] | None = None, **kwargs: Any) -> None:
         """``ready``: awaited before the first command is read (the handler feed has read
-        the handlers topic: a delivery run needs its listener)."""
+        the handlers topic: a delivery run needs its listener). ``handover``: called with
+        (partition, offset, value, key) of each run result once the broker acknowledged it
+        (the worker's schedule step, when the runner runs inside it: engine/handover.py)."""
         super().__init__(**kwargs)
         self.ready = ready
+        self.handover = handover
         self.settings = settings
         self.topics = topics
         self.handlers = handlers
@@ -297,9 +300,11 @@ class Runner(Service):
             await self._producer.send(self.topics.events, value=v, headers=h)
             for v, h in (emitted_events(run) if run is not None else [])
         ]
-        sent.append(await self._producer.send(
-            self.topics.run_results, key=result["job"].encode(), value=avro.results().encode(result)))
-        await asyncio.gather(*sent)
+        key, value = result["job"].encode(), avro.results().encode(result)
+        sent.append(await self._producer.send(self.topics.run_results, key=key, value=value))
+        acknowledged = await asyncio.gather(*sent)
+        if self.handover is not None:
+            self.handover(acknowledged[-1].partition, acknowledged[-1].offset, value, key)
 
     async def _disable_if_gone(self, command: dict[str, Any], result: dict[str, Any]) -> None:
         """A receiver that answered 410 Gone wants no more deliveries: publish its listener

@@ -1,0 +1,121 @@
+"""Run results handed from this worker's own runner to its schedule step, beside the topic.
+
+A run's round trip holds two broker hops: its command to the runner, its result back to
+the schedule step. The second cost most of it (a fetch held by the broker, the consumer
+thread, Faust's per-record path, all queued behind the busy event loop: 50-100 ms of a
+~110 ms round trip in ``bench/bench_e2e.py``'s phase 3). When the runner runs inside the
+worker, it already holds the result: once the broker has acknowledged the record, the
+runner offers it here (its partition, offset and bytes) and the schedule step takes it
+into its next batch as if it had been fetched.
+
+The topic stays the record of truth. The same record still arrives from the topic, and
+is what the schedule step's committed offsets count; whichever of the two copies a batch
+takes first is settled, the other is skipped (:meth:`Handover.first`). So nothing changes
+for a worker that dies: what it had not written is read again from the topic by its
+successor. A copy is offered only for a partition this worker's schedule step owns,
+never during a rebalance, and copies still waiting when partitions move are dropped
+(their records come from the topic, to whoever owns them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+TWINS_MAX = 50_000  # handed copies settled whose twin was not read yet (it normally follows within ms)
+
+
+@dataclass(slots=True)
+class HandedRecord:
+    """What the schedule step reads of a record (Faust's ``Message`` fields it uses)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    timestamp: float | None = None  # seconds, as Faust's; None: not measured as a fetch
+
+
+@dataclass(slots=True, weakref_slot=True, eq=False)
+class HandedResult:
+    """A result offered by the runner, in the schedule step's inbox beside Faust's events
+    (weak-referenceable: Faust's current event while its table writes are made)."""
+
+    message: HandedRecord
+
+
+class Handover:
+    """The schedule step's side: ``attach`` it to the agent's inbox; the runner calls
+    :meth:`offer`; each batch asks :meth:`first` of every result it takes."""
+
+    def __init__(self, topic: str, owned: Callable[[], set[int]], rebalancing: Callable[[], bool],
+                 count: Callable[[str], None] = lambda outcome: None) -> None:
+        """``owned``: the job partitions this worker's schedule step owns; ``count``: called
+        with ``offered`` (a copy put in the inbox) or ``skipped`` (a second copy skipped)."""
+        self.topic = topic
+        self._count = count
+        self._owned = owned
+        self._rebalancing = rebalancing
+        self._inbox: list[Any] | None = None
+        self._arrived: asyncio.Event | None = None
+        self._taken: OrderedDict[tuple[int, int], None] = OrderedDict()  # handed copies settled, twin not read
+        self._read: dict[int, int] = {}  # partition -> the last offset read from the topic
+
+    def attach(self, inbox: list[Any], arrived: asyncio.Event) -> None:
+        self._inbox, self._arrived = inbox, arrived
+
+    def detach(self) -> None:
+        self._inbox = self._arrived = None
+        self.forget()
+
+    def offer(self, partition: int, offset: int, value: bytes, key: bytes | None = None) -> bool:
+        """The runner's result, acknowledged by the broker at (partition, offset): put in the
+        schedule step's inbox if this worker owns that partition now. Returns whether it was."""
+        if self._inbox is None or self._arrived is None or self._rebalancing() or partition not in self._owned():
+            return False
+        self._inbox.append(HandedResult(HandedRecord(self.topic, partition, offset, value, key)))
+        self._arrived.set()
+        self._count("offered")
+        return True
+
+    def first(self, message: Any, handed: bool) -> bool:
+        """Whether ``message`` (a result, ``handed`` over or read from the topic) is the
+        first of its two copies a batch took: settle it. False: its twin was taken before,
+        skip it. The topic hands a partition's records over in offset order, so a handed
+        copy at or below the last offset read from there has had its twin taken."""
+        partition, offset = message.partition, message.offset
+        if handed:
+            if offset <= self._read.get(partition, -1):
+                self._count("skipped")
+                return False
+            self._taken[(partition, offset)] = None
+            if len(self._taken) > TWINS_MAX:
+                self._taken.popitem(last=False)  # its twin, if it ever comes, is settled again: a repeat, ignored
+            return True
+        if offset > self._read.get(partition, -1):
+            self._read[partition] = offset
+        if self._taken.pop((partition, offset), False) is None:
+            self._count("skipped")
+            return False
+        return True
+
+    def still_owned(self, event: Any, owned: set[int]) -> bool:
+        """A handed-over copy may be decided only while its partition is still this worker's."""
+        return not isinstance(event, HandedResult) or event.message.partition in owned
+
+    def forget(self) -> None:
+        """Partitions moved: drop the copies still waiting (the topic has them) and what
+        was remembered of twins (a second copy read after this is settled again as a
+        repeat, which the run book ignores)."""
+        if self._inbox is not None:
+            self._inbox[:] = [event for event in self._inbox if not isinstance(event, HandedResult)]
+        self._taken.clear()
+        self._read.clear()
+
+
+def is_handed(event: Any) -> bool:
+    return isinstance(event, HandedResult)
