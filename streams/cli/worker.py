@@ -50,8 +50,10 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     engine = build_app(settings, topics)
     services = list(engine.services)
     if runner:
-        services.append(Runner(settings, topics, engine.handlers, metrics=engine.metrics,
-                               ready=engine.feed.wait_ready, handover=engine.handover.offer, loop=engine.app.loop))
+        built_in = Runner(settings, topics, engine.handlers, metrics=engine.metrics, ready=engine.feed.wait_ready,
+                          handover=engine.handover.offer, loop=engine.app.loop)
+        engine.handover.runner = built_in.offer  # commands, the other way (engine/handover.py)
+        services.append(built_in)
     worker = Worker(engine.app, *services, loglevel=loglevel, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG at levels >= WARNING, which
     # makes every debug call in the hot path build a log record (10% of a busy worker).

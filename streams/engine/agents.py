@@ -156,7 +156,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                    handlers.job_concurrency, commands_codec.encode)
 
     schedule_writers: set[asyncio.Queue[Any]] = set()  # the schedule step's batches on their way
-    handover_counts = {outcome: metrics.handovers.labels(outcome) for outcome in ("offered", "skipped")}
+    handover_counts = {outcome: metrics.handovers.labels("result", outcome) for outcome in ("offered", "skipped")}
     handover = Handover(topics.run_results, lambda: owned_partitions(), lambda: bool(app.rebalancing),
                         lambda outcome: handover_counts[outcome].inc())
 
@@ -366,6 +366,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                     metrics.schedule_decided.observe(time.perf_counter() - deciding)
                     plan.sent = [await send_raw(topics.job_commands, job.encode(), value)
                                  for job, value in plan.out.commands]
+                    handover.hand_commands(plan.out.commands, plan.sent)
                     plan.sent_at = time.monotonic()
                 except Exception:
                     stop_worker()

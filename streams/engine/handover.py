@@ -1,20 +1,25 @@
-"""Run results handed from this worker's own runner to its schedule step, beside the topic.
+"""Records handed between the worker's schedule step and its own runner, beside the topic.
 
 A run's round trip holds two broker hops: its command to the runner, its result back to
-the schedule step. The second cost most of it (a fetch held by the broker, the consumer
-thread, Faust's per-record path, all queued behind the busy event loop: 50-100 ms of a
-~110 ms round trip in ``bench/bench_e2e.py``'s phase 3). When the runner runs inside the
-worker, it already holds the result: once the broker has acknowledged the record, the
-runner offers it here (its partition, offset and bytes) and the schedule step takes it
-into its next batch as if it had been fetched.
+the schedule step. Each costs a record's trip through the broker, a fetch the broker holds,
+the consumer's hand-over and (for results) Faust's per-record path, all queued behind a
+busy event loop: in ``bench/bench_e2e.py``'s phase 3 the result's hop took 50-100 ms of a
+~110 ms round trip, the command's 15-30 ms. When the runner runs inside the worker, each
+side already holds the record the other one waits for. So once the broker has
+acknowledged a record, its writer offers it to the other side (partition, offset, bytes):
 
-The topic stays the record of truth. The same record still arrives from the topic, and
-is what the schedule step's committed offsets count; whichever of the two copies a batch
-takes first is settled, the other is skipped (:meth:`Handover.first`). So nothing changes
-for a worker that dies: what it had not written is read again from the topic by its
-successor. A copy is offered only for a partition this worker's schedule step owns,
-never during a rebalance, and copies still waiting when partitions move are dropped
-(their records come from the topic, to whoever owns them).
+- a run result to the schedule step (:meth:`Handover.offer`), which takes it into its
+  next batch as if it had been fetched;
+- a job command to the runner (:attr:`Handover.runner`, the runner's ``offer``), which
+  starts it at once.
+
+The topic stays the record of truth. Each record still arrives from its topic, and only
+what was read from the topic is committed. Whichever of a record's two copies is taken
+first is processed, the other skipped (:meth:`Handover.first`; the runner keeps its own
+count). A record is offered only for a partition its reader owns, never during the
+schedule step's rebalance, and copies still waiting when partitions move are dropped
+(their records go to whoever owns them). A worker that dies leaves everything to be read
+again from the topics, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 TWINS_MAX = 50_000  # handed copies settled whose twin was not read yet (it normally follows within ms)
@@ -48,9 +54,17 @@ class HandedResult:
     message: HandedRecord
 
 
+# (partition, offset, value, key) of a record the broker acknowledged -> whether it was taken
+Offer = Callable[[int, int, bytes, bytes | None], bool]
+
+
 class Handover:
     """The schedule step's side: ``attach`` it to the agent's inbox; the runner calls
-    :meth:`offer`; each batch asks :meth:`first` of every result it takes."""
+    :meth:`offer`; each batch asks :meth:`first` of every result it takes. In the other
+    direction, :attr:`runner` (the runner's own ``offer``) gets each job command the broker
+    acknowledged."""
+
+    runner: Offer | None = None
 
     def __init__(self, topic: str, owned: Callable[[], set[int]], rebalancing: Callable[[], bool],
                  count: Callable[[str], None] = lambda outcome: None) -> None:
@@ -103,9 +117,20 @@ class Handover:
             return False
         return True
 
-    def still_owned(self, event: Any, owned: set[int]) -> bool:
-        """A handed-over copy may be decided only while its partition is still this worker's."""
-        return not isinstance(event, HandedResult) or event.message.partition in owned
+    def hand_commands(self, commands: list[tuple[str, bytes]], acks: list[asyncio.Future[Any]]) -> None:
+        """Hand each of a batch's commands ((job, value), in send order) to the runner once
+        the broker acknowledged it (not when the batch is written: that waits for the
+        batch before)."""
+        if self.runner is None:
+            return
+        for (job, value), ack in zip(commands, acks, strict=True):
+            ack.add_done_callback(partial(self._hand_command, value, job.encode()))
+
+    def _hand_command(self, value: bytes, key: bytes, ack: asyncio.Future[Any]) -> None:
+        if self.runner is None or ack.cancelled() or ack.exception() is not None:
+            return  # a refused command stops the worker (agents.py); the topic has the rest
+        metadata = ack.result()
+        self.runner(metadata.partition, metadata.offset, value, key)
 
     def forget(self) -> None:
         """Partitions moved: drop the copies still waiting (the topic has them) and what

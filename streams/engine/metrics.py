@@ -61,6 +61,8 @@ RUN_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 # seconds; the schedule step's stages take milliseconds, a backlog seconds
 SCHEDULE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SCHEDULE_STAGES = ("fetched", "decided", "written")
+HANDOVER_RECORDS = ("result", "command")  # engine/handover.py
+HANDOVER_OUTCOMES = ("offered", "skipped")
 
 # (job, queue depth, runs in flight) of each job this worker owns
 JobGauges = Callable[[], Iterable[tuple[str, int, int]]]
@@ -101,12 +103,13 @@ class WorkerMetrics:
         self.schedule_fetched, self.schedule_decided, self.schedule_written = (
             self.schedule.labels(stage) for stage in SCHEDULE_STAGES)
         self.handovers = Counter(
-            "signalbox_result_handovers",
-            "Run results the worker's own runner handed to its schedule step beside the topic, by outcome: "
-            "offered (put in the schedule step's inbox), skipped (the second copy of a result, from the "
-            "handover or the topic, the first one taken)", ["outcome"], registry=r)
-        for outcome in ("offered", "skipped"):
-            self.handovers.labels(outcome)
+            "signalbox_handovers",
+            "Records handed between the worker's schedule step and its own runner beside the topic (record: "
+            "result, command), by outcome: offered (taken by the other side), skipped (the second copy of a "
+            "record, from the handover or the topic, the first one taken)", ["record", "outcome"], registry=r)
+        for record in HANDOVER_RECORDS:
+            for outcome in HANDOVER_OUTCOMES:
+                self.handovers.labels(record, outcome)
         self.dead_letters = Counter("signalbox_dead_letters", "Records written to the dead-letter topic, by reason",
                                     ["reason"], registry=r)
         self.rejections = Counter("signalbox_handler_rejections", "Handlers not applied (invalid)", registry=r)

@@ -179,6 +179,17 @@ class Runner(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
+        # commands the worker's schedule step handed over (offer), running or run, whose
+        # record was not read yet; and per partition the last offset read
+        self._handed: dict[tuple[TopicPartition, int], asyncio.Task[None]] = {}
+        self._read: dict[TopicPartition, int] = {}
+        self._admitted: asyncio.Semaphore | None = None  # set once commands are read
+        self._job_slots = asyncio.Semaphore(settings.runner_concurrency)
+        # deliveries wait on the network, not the CPU: a pool of their own, so a slow
+        # receiver holds webhook/e-mail slots only, never the jobs' (and the reverse)
+        self._delivery_slots = asyncio.Semaphore(settings.delivery_concurrency)
+        handovers = self.metrics.handovers
+        self._handover_counts = {o: handovers.labels("command", o) for o in ("offered", "skipped")}
         # one HTTP session for every webhook this runner delivers (keep-alive connections)
         self._http = webhook.Client(guard.parse_allow(settings.delivery_allow))
         # A thread per job slot: a sync job starts as soon as it has a slot (the loop's default
@@ -217,7 +228,7 @@ class Runner(Service):
         if self._consumer is not None:
             # Runs under way finish (within a few seconds) and are committed, so a
             # graceful stop leaves nothing to run twice.
-            tasks = [task for queue in self._pending.values() for _, task in queue]
+            tasks = [task for queue in self._pending.values() for _, task in queue] + list(self._handed.values())
             if tasks:
                 await asyncio.wait(tasks, timeout=10)
             try:
@@ -241,34 +252,66 @@ class Runner(Service):
         self._consumer.subscribe([self.topics.job_commands])
         log.info("runner: reading job commands (group %s-runner)", self.settings.app_id)
         s = self.settings
-        job_slots = asyncio.Semaphore(s.runner_concurrency)
-        # deliveries wait on the network, not the CPU: a pool of their own, so a slow
-        # receiver holds webhook/e-mail slots only, never the jobs' (and the reverse)
-        delivery_slots = asyncio.Semaphore(s.delivery_concurrency)
         # commands read ahead of a free slot, bounded
-        admitted = asyncio.Semaphore(2 * (s.runner_concurrency + s.delivery_concurrency))
+        self._admitted = admitted = asyncio.Semaphore(2 * (s.runner_concurrency + s.delivery_concurrency))
         pending = self._pending
         last_commit = time.monotonic()
         while not self.should_stop:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=s.runner_concurrency)
             for tp, fetched in batches.items():
                 for record in fetched:
-                    await admitted.acquire()
-                    # commands are keyed by job: the key says which pool without decoding
-                    slots = delivery_slots if (record.key or b"").startswith(DELIVERY_KEYS) else job_slots
-                    task = asyncio.create_task(self._run_one(record.value, record.offset, tp, slots, admitted))
+                    self._read[tp] = record.offset
+                    task = self._handed.pop((tp, record.offset), None)
+                    if task is not None:  # handed over and started already: committed once it is done
+                        self._handover_counts["skipped"].inc()
+                    else:
+                        await admitted.acquire()
+                        task = asyncio.create_task(self._run_one(record.value, record.offset, tp, record.key))
                     pending.setdefault(tp, deque()).append((record.offset, task))
             if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                 await self._commit_finished(pending)
+                self._forget_handed()
                 last_commit = time.monotonic()
 
-    async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore,
-                       admitted: asyncio.Semaphore) -> None:
+    def offer(self, partition: int, offset: int, value: bytes, key: bytes | None) -> bool:
+        """A job command the worker's schedule step wrote, acknowledged by the broker at
+        (partition, offset), handed over beside the topic (``engine/handover.py``): started
+        now if this runner reads that partition and has not read the record yet. Its
+        record, when read, is not run again; its offset is committed once the run is done
+        (as a command read from the topic). Returns whether it was taken."""
+        consumer, admitted = self._consumer, self._admitted
+        if consumer is None or admitted is None or self.should_stop:
+            return False
+        tp = TopicPartition(self.topics.job_commands, partition)
+        if offset <= self._read.get(tp, -1) or (tp, offset) in self._handed or tp not in consumer.assignment():
+            return False
+        self._handed[(tp, offset)] = asyncio.ensure_future(self._admit_and_run(value, offset, tp, key, admitted))
+        self._handover_counts["offered"].inc()
+        return True
+
+    def _forget_handed(self) -> None:
+        """Handed commands of partitions this runner no longer reads, done: their records go
+        to the partition's new reader, which runs them again (a repeat, README Guarantees)."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for key in [k for k, task in self._handed.items() if task.done() and k[0] not in assigned]:
+            del self._handed[key]
+
+    async def _admit_and_run(self, value: bytes, offset: int, tp: TopicPartition, key: bytes | None,
+                             admitted: asyncio.Semaphore) -> None:
+        await admitted.acquire()
+        await self._run_one(value, offset, tp, key)
+
+    async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, key: bytes | None) -> None:
+        """One admitted command: wait for a slot of its pool (commands are keyed by job: the
+        key says which pool without decoding), run it, release its admission."""
+        assert self._admitted is not None
+        slots = self._delivery_slots if (key or b"").startswith(DELIVERY_KEYS) else self._job_slots
         try:
             await slots.acquire()
             await self._run_in_slot(value, offset, tp, slots)
         finally:
-            admitted.release()
+            self._admitted.release()
 
     async def _run_in_slot(self, value: bytes, offset: int, tp: TopicPartition, slots: asyncio.Semaphore) -> None:
         """Run one command in a slot; the slot is free again once the job has returned,
