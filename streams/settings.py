@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # jobs a runner runs at once (a thread each for sync jobs); a slot is held until the event
     # loop sees its job return, so a busy worker needs more slots than it has CPUs
     runner_concurrency: int = Field(default=32, ge=1)
+    # how often Python's interpreter lets another thread take the GIL (sys.setswitchinterval):
+    # the worker's loop, Faust's consumer thread and the job threads hand it over at every
+    # record; Python's default 5 ms made each hand-over wait up to that long on a busy worker
+    gil_switch_interval_ms: float = Field(default=1.0, gt=0, le=1000)
     # webhook and e-mail deliveries at once per runner, apart from the jobs' slots
     delivery_concurrency: int = Field(default=64, ge=1)
     # events above these limits are dead-lettered (docs/input-limits.md)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -73,6 +74,12 @@ def flaky(run: Run) -> dict[str, Any]:
     if run.attempt < int(run.params["succeed_at"]):
         raise RuntimeError(f"attempt {run.attempt} fails")
     return {"attempts": run.attempt}
+
+
+@job("switchinterval")
+def switchinterval(run: Run) -> dict[str, Any]:
+    """What the worker set Python's thread switch interval to (SIGNALBOX_GIL_SWITCH_INTERVAL_MS)."""
+    return {"seconds": sys.getswitchinterval()}
 
 
 @job("tick")

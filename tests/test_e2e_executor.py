@@ -107,3 +107,18 @@ def test_sync_jobs_stuck_past_their_timeout_do_not_starve_the_next_ones(stack: S
     assert [r["status"] for r in done] == ["succeeded"] * 2, [r["error"] for r in done]
     assert all(json.loads(r["final_state_json"])["began"] < sent + 3 for r in done)  # not after the stuck ones
     w.stop()
+
+
+def test_the_worker_sets_the_thread_switch_interval_its_settings_name(stack: Stack, results):
+    """Jobs, Faust's consumer thread and the loop hand the GIL to each other at every record:
+    the worker sets how often (1 ms by default; Python's own is 5 ms)."""
+    w = stack.start_worker(unique("switch"), env={"SIGNALBOX_GIL_SWITCH_INTERVAL_MS": "2.5"})
+    w.wait_ready()
+    kind = unique("switch")
+    h = {"id": unique("switch"), "job": "switchinterval", "event": {"match": {"type": kind}}}
+    stack.apply_handler(h)
+    send_all(stack, [{"id": unique("s"), "type": kind}])
+    [done] = [result(m) for m in results.wait_for(results_of(h["id"]), timeout=60)]
+    assert done["status"] == "succeeded", done["error"]
+    assert json.loads(done["final_state_json"]) == {"seconds": 0.0025}
+    w.stop()

@@ -40,3 +40,10 @@ def test_producer_linger_and_schedule_window_are_settings(tmp_path: Path, monkey
         with pytest.raises(ValueError):
             Settings()
         monkeypatch.setenv(name, "0")
+
+
+def test_the_thread_switch_interval_is_1_ms_unless_set_and_must_be_positive(monkeypatch):
+    assert Settings().gil_switch_interval_ms == 1.0
+    monkeypatch.setenv("SIGNALBOX_GIL_SWITCH_INTERVAL_MS", "0")
+    with pytest.raises(ValueError, match="gil_switch_interval_ms"):
+        Settings()

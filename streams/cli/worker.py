@@ -47,6 +47,7 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     failed = preflight("worker", settings, topics, job_modules)
     if failed is not None:
         return failed
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     engine = build_app(settings, topics)
     services = list(engine.services)
     if runner:
@@ -77,6 +78,7 @@ def run_runner(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     failed = preflight("runner", settings, topics, job_modules)
     if failed is not None:
         return failed
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     metrics = WorkerMetrics()
