@@ -60,6 +60,7 @@ SCHEDULE_BATCH_MAX = 1000
 SETTLE_TIMEOUT_S = 10.0  # a rebalance waits this long for the schedule step's batches on their way
 SCHEDULE_IN_FLIGHT = 2  # batches decided (their commands sent) and not yet written: one waits while one is written
 SCHEDULE_INBOX_MAX = 5000
+TWIN_WAKE_S = 0.2  # a result whose handed twin was taken waits this long at most for a batch
 SCHEDULE_TRIGGER_BYTES = 128 << 10  # triggers records a batch takes (at least one), ~400 triggers
 RETRY_RESEND_S = 30.0  # a retry record not acted on is sent again after this long
 DEAD_LETTER_MAX_VALUE = 64 << 10
@@ -320,6 +321,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         manual = stream.noack()
         inbox: list[Any] = []
         arrived, drained = asyncio.Event(), asyncio.Event()
+        wake: asyncio.TimerHandle | None = None  # the batch a twin waits for, at the latest
         loop = asyncio.ensure_future(schedule_loop(manual, inbox, arrived, drained))
         handover.attach(inbox, arrived)
         try:
@@ -329,7 +331,13 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                 if event.message.timestamp:  # seconds, the producer's clock
                     metrics.schedule_fetched.observe(max(0.0, time.time() - event.message.timestamp))
                 inbox.append(event)
-                arrived.set()
+                if event.message.topic == topics.run_results and handover.taken(event.message):
+                    # its handed copy was settled: it goes along with the next batch (a batch
+                    # of its own would hold a slot behind the batch being written)
+                    if wake is None or wake.when() <= app.loop.time():
+                        wake = app.loop.call_later(TWIN_WAKE_S, arrived.set)
+                else:
+                    arrived.set()
                 if len(inbox) >= SCHEDULE_INBOX_MAX:
                     drained.clear()
                     await drained.wait()

@@ -117,6 +117,11 @@ class Handover:
             return False
         return True
 
+    def taken(self, message: Any) -> bool:
+        """Whether a result read from the topic is the twin of a handed copy already taken
+        (it only needs acknowledging: it can wait for the next batch instead of making one)."""
+        return (message.partition, message.offset) in self._taken
+
     def hand_commands(self, commands: list[tuple[str, bytes]], acks: list[asyncio.Future[Any]]) -> None:
         """Hand each of a batch's commands ((job, value), in send order) to the runner once
         the broker acknowledged it (not when the batch is written: that waits for the
