@@ -94,7 +94,7 @@ class Engine:
     handlers: HandlerSet
     metrics: WorkerMetrics
     services: list[Any]  # started after the app, stopped before it (the match hop)
-    handover: Handover  # the in-process runner's results, offered to the schedule step (handover.py)
+    handover: Handover  # records handed between the schedule step and the in-process runner (handover.py)
 
 
 def job_partition(job: str, partitions: int) -> int:
@@ -157,7 +157,7 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
                    handlers.job_concurrency, commands_codec.encode)
 
     schedule_writers: set[asyncio.Queue[Any]] = set()  # the schedule step's batches on their way
-    handover_counts = {outcome: metrics.handovers.labels("result", outcome) for outcome in ("offered", "skipped")}
+    handover_counts = metrics.handover_counters("result")
     handover = Handover(topics.run_results, lambda: owned_partitions(), lambda: bool(app.rebalancing),
                         lambda outcome: handover_counts[outcome].inc())
 

@@ -157,6 +157,10 @@ class WorkerMetrics:
     def observe(self, job: str, seconds: float) -> None:
         self._child(self.duration, (job,)).observe(seconds)
 
+    def handover_counters(self, record: str) -> dict[str, Any]:
+        """``signalbox_handovers_total``'s series of ``record`` (result, command), by outcome."""
+        return {outcome: self._child(self.handovers, (record, outcome)) for outcome in HANDOVER_OUTCOMES}
+
     def dead_letter(self, reason: str) -> None:
         self._child(self.dead_letters, (reason if reason in DEAD_LETTER_REASONS else "other",)).inc()
 

@@ -188,8 +188,7 @@ class Runner(Service):
         # deliveries wait on the network, not the CPU: a pool of their own, so a slow
         # receiver holds webhook/e-mail slots only, never the jobs' (and the reverse)
         self._delivery_slots = asyncio.Semaphore(settings.delivery_concurrency)
-        handovers = self.metrics.handovers
-        self._handover_counts = {o: handovers.labels("command", o) for o in ("offered", "skipped")}
+        self._handover_counts = self.metrics.handover_counters("command")
         # one HTTP session for every webhook this runner delivers (keep-alive connections)
         self._http = webhook.Client(guard.parse_allow(settings.delivery_allow))
         # A thread per job slot: a sync job starts as soon as it has a slot (the loop's default
@@ -285,7 +284,7 @@ class Runner(Service):
         tp = TopicPartition(self.topics.job_commands, partition)
         if offset <= self._read.get(tp, -1) or (tp, offset) in self._handed or tp not in consumer.assignment():
             return False
-        self._handed[(tp, offset)] = asyncio.ensure_future(self._admit_and_run(value, offset, tp, key, admitted))
+        self._handed[(tp, offset)] = asyncio.ensure_future(self._admit_and_run(value, offset, tp, key))
         self._handover_counts["offered"].inc()
         return True
 
@@ -297,9 +296,9 @@ class Runner(Service):
         for key in [k for k, task in self._handed.items() if task.done() and k[0] not in assigned]:
             del self._handed[key]
 
-    async def _admit_and_run(self, value: bytes, offset: int, tp: TopicPartition, key: bytes | None,
-                             admitted: asyncio.Semaphore) -> None:
-        await admitted.acquire()
+    async def _admit_and_run(self, value: bytes, offset: int, tp: TopicPartition, key: bytes | None) -> None:
+        assert self._admitted is not None
+        await self._admitted.acquire()
         await self._run_one(value, offset, tp, key)
 
     async def _run_one(self, value: bytes, offset: int, tp: TopicPartition, key: bytes | None) -> None:
