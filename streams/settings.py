@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # the worker's loop, Faust's consumer thread and the job threads hand it over at every
     # record; Python's default 5 ms made each hand-over wait up to that long on a busy worker
     gil_switch_interval_ms: float = Field(default=1.0, gt=0, le=1000)
+    # once the handlers are loaded, freeze the heap out of the garbage collector's full walks;
+    # again after the handlers change, at most this often (engine/heap.py); 0: never
+    gc_freeze_seconds: float = Field(default=60.0, ge=0)
     # webhook and e-mail deliveries at once per runner, apart from the jobs' slots
     delivery_concurrency: int = Field(default=64, ge=1)
     # events above these limits are dead-lettered (docs/input-limits.md)

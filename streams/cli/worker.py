@@ -13,6 +13,7 @@ from streams import jobs, native
 from streams.contracts import topics as topics_mod
 from streams.engine.agents import build_app
 from streams.engine.handler_feed import HandlerFeed
+from streams.engine.heap import HeapKeeper
 from streams.engine.metrics import WorkerMetrics
 from streams.kafka import aio_check, client
 from streams.kafka.connection import kafka_of
@@ -50,6 +51,8 @@ def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     engine = build_app(settings, topics)
     services = list(engine.services)
+    services.append(HeapKeeper(engine.metrics, engine.feed.wait_ready, lambda: engine.feed.changes,
+                               settings.gc_freeze_seconds, loop=engine.app.loop))
     if runner:
         built_in = Runner(settings, topics, engine.handlers, metrics=engine.metrics, ready=engine.feed.wait_ready,
                           handover=engine.handover.offer, loop=engine.app.loop)
@@ -90,7 +93,8 @@ def run_runner(settings: Settings, topics: topics_mod.Topics, job_modules: list[
         print(f"signalbox runner: metrics at http://{settings.web_host}:{settings.metrics_port}/metrics",
               file=sys.stderr, flush=True)
     print(f"signalbox runner: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
-    RunnerWorker(feed, runner, loglevel=loglevel, redirect_stdouts=False, loop=loop).execute_from_commandline()
+    heap = HeapKeeper(metrics, feed.wait_ready, lambda: feed.changes, settings.gc_freeze_seconds, loop=loop)
+    RunnerWorker(feed, runner, heap, loglevel=loglevel, redirect_stdouts=False, loop=loop).execute_from_commandline()
     return 0
 
 

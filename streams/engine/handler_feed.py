@@ -39,6 +39,7 @@ class HandlerFeed(Service):
         self.handlers = handlers
         self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.ready = asyncio.Event()
+        self.changes = 0  # handlers applied or deleted so far (engine/heap.py refreezes after them)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -99,6 +100,7 @@ class HandlerFeed(Service):
 
     async def _apply(self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int) -> None:
         handler_id = key.decode("utf-8", "replace") if key is not None else None
+        self.changes += 1
         if value is None:
             if handler_id is not None and self.handlers.remove(handler_id) is not None:
                 log.info("handler %s deleted", handler_id)

@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -58,6 +59,9 @@ disable_created_metrics()  # no *_created series: half the output, and nothing r
 # seconds; runs of a few ms (Python jobs) to minutes (timeouts)
 RUN_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
+# seconds; a young generation's collection takes well under a millisecond, a full one over
+# a large heap a tenth of a second or more (engine/heap.py)
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # seconds; the schedule step's stages take milliseconds, a backlog seconds
 SCHEDULE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SCHEDULE_STAGES = ("fetched", "decided", "written")
@@ -110,6 +114,10 @@ class WorkerMetrics:
         for record in HANDOVER_RECORDS:
             for outcome in HANDOVER_OUTCOMES:
                 self.handovers.labels(record, outcome)
+        self.gc_pause = Histogram(
+            "signalbox_gc_pause_seconds",
+            "Python's cyclic garbage collections, by generation (0, 1, 2: full): how long each stopped the "
+            "process (engine/heap.py)", ["generation"], buckets=GC_PAUSE_BUCKETS, registry=r)
         self.dead_letters = Counter("signalbox_dead_letters", "Records written to the dead-letter topic, by reason",
                                     ["reason"], registry=r)
         self.rejections = Counter("signalbox_handler_rejections", "Handlers not applied (invalid)", registry=r)
@@ -256,7 +264,7 @@ class _Gauges(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        queue, running, states, handlers, lag = families
+        queue, running, states, handlers, lag, frozen = families
         if self.jobs is not None:
             for job, depth, in_flight in self.jobs():
                 queue.add_metric([job], depth)
@@ -269,6 +277,7 @@ class _Gauges(Collector):
         for consumer, source in list(self.lag.items()):
             for topic, partition, behind in source():
                 lag.add_metric([consumer, topic, str(partition)], behind)
+        frozen.add_metric([], gc.get_freeze_count())
         yield from families
 
     @staticmethod
@@ -283,4 +292,6 @@ class _Gauges(Collector):
             GaugeMetricFamily("signalbox_handlers", "Handlers applied on this worker"),
             GaugeMetricFamily("signalbox_consumer_lag", "Records not yet processed: the partition's end offset "
                               "minus the consumer's committed offset", labels=["consumer", "topic", "partition"]),
+            GaugeMetricFamily("signalbox_gc_frozen_objects", "Objects in Python's permanent generation, left out "
+                              "of the garbage collector's walks (engine/heap.py)"),
         ]
