@@ -37,7 +37,9 @@ Prints, from one run on one broker:
 ``--concurrency N`` lets each of phase 3's and 4's jobs have N runs in flight (jobs that
 keep no cursor; their count then over-counts and is not checked here).
 Phases 3 and 4 also print the share of a core the broker, the worker(s), the runner and the
-bench itself used (from /proc): whether a phase that does not keep up was short of CPU.
+bench itself used (from /proc): whether a phase that does not keep up was short of CPU;
+and the first worker's full garbage collections over the phase (its /metrics): whether a
+phase's tail met one.
 Every loop is bounded in count and time; the broker listens on 127.0.0.1 only.
 """
 
@@ -48,17 +50,20 @@ import json
 import os
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -177,6 +182,51 @@ class CpuMeter:
         return time.monotonic(), self.read()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GcMeter:
+    """Full (generation 2) garbage collections of the first worker over a phase, from its
+    ``signalbox_gc_pause_seconds`` (/metrics): whether a phase's tail met one. A worker
+    that does not export it (``--root`` of older code) prints nothing."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def read(self) -> dict[float, float] | None:
+        """Bucket upper bound (s) -> collections so far (``inf`` is the count; ``0`` the sum)."""
+        try:
+            text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        except OSError:
+            return None
+        out: dict[float, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "signalbox_gc_pause_seconds":
+                continue
+            for sample in family.samples:
+                if sample.labels.get("generation") != "2":
+                    continue
+                if sample.name.endswith("_bucket"):
+                    out[float(sample.labels["le"])] = sample.value
+                elif sample.name.endswith("_sum"):
+                    out[0.0] = sample.value
+        return out or None
+
+    def since(self, mark: dict[float, float] | None) -> str:
+        now = self.read()
+        if mark is None or now is None:
+            return ""
+        n = now[float("inf")] - mark[float("inf")]
+        if not n:
+            return "; full GCs in the worker: none"
+        longest = min(le for le in now if le and now[le] - mark[le] == n)
+        return (f"; full GCs in the worker: {n:.0f}, {(now[0.0] - mark[0.0]) * 1000:.0f} ms in all, "
+                f"the longest <= {longest * 1000:g} ms")
+
+
 def all_end_offsets(bs: KafkaConnection) -> dict[str, int]:
     """Every topic's records so far (``end_offsets`` summed over its partitions)."""
     topics = client.admin(bs).list_topics(timeout=10).topics
@@ -249,6 +299,7 @@ def main() -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plain agent was waited for already
         offsets_before = all_end_offsets(bs)
         workers = []
+        gc_port = free_port()
         if args.runner_process:
             workers.append(subprocess.Popen([sys.executable, "-m", "streams", "runner", "--jobs", "bench_jobs",
                                              "--loglevel", "warning"], env=env, cwd=work,
@@ -263,8 +314,10 @@ def main() -> None:
                 # select would otherwise count as busy); --threads: the thread is a frame
                 command = [spy, "record", "--gil", "--threads", "--format", "raw", "-o", str(work / "profile.txt"),
                            "--", *command]
-            workers.append(subprocess.Popen(command, env=env, cwd=work, stdout=open(work / f"worker{w}.log", "wb"),
-                                            stderr=subprocess.STDOUT))
+            own = {"SIGNALBOX_METRICS_PORT": str(gc_port)} if w == 0 else {}
+            workers.append(subprocess.Popen(command, env={**env, **own}, cwd=work,
+                                            stdout=open(work / f"worker{w}.log", "wb"), stderr=subprocess.STDOUT))
+        gcs = GcMeter(f"http://127.0.0.1:{gc_port}/metrics")
         meter = CpuMeter({"broker": [broker.pid] if broker.pid else [],
                           "worker": [w.pid for w in workers[1 if args.runner_process else 0:]],
                           **({"runner": [workers[0].pid]} if args.runner_process else {})})
@@ -272,7 +325,7 @@ def main() -> None:
         phase3_rate = float("nan")
         try:
             reader = commands_reader(bs, topics.job_commands)
-            phase3 = meter.mark()
+            phase3, gc3 = meter.mark(), gcs.read()
             runs_per_s, steady_runs = float("nan"), 0
             stamps: list[float] = []
             commanded: list[tuple[str, str, float]] = []  # (job, run id, on the broker at)
@@ -282,6 +335,7 @@ def main() -> None:
                     if not msg.error():
                         if not stamps:
                             phase3 = meter.mark()  # from the first command (not the worker's start)
+                            gc3 = gcs.read()
                         stamps.append(msg.timestamp()[1] / 1000)
                         cmd = avro.commands().decode(msg.value())
                         commanded.append((cmd["job"], cmd["run_id"], stamps[-1]))
@@ -293,7 +347,8 @@ def main() -> None:
                       f"   ({rate / plain:.1%} of the plain agent)")
                 match_rate(bs, topics, args.events, plain)
                 intake_rate(bs, commanded, args.events, plain)
-                print(f"   CPU, share of one core from the first command to the last: {meter.share(phase3)}")
+                print(f"   CPU, share of one core from the first command to the last: {meter.share(phase3)}"
+                      f"{gcs.since(gc3)}")
                 runs_per_s = round_trip(bs, topics, commanded)
                 time.sleep(1)  # the last runs' table writes and status events
                 print_records_per_run(offsets_before, all_end_offsets(bs), args.events)
@@ -307,9 +362,9 @@ def main() -> None:
                 steady.append(("4c", max(1, int(capacity / 10)), "a tenth of the capacity: jobs mostly idle"))
             offset = 0
             for label, rate, why in steady:
-                mark = meter.mark()
+                mark, gc_mark = meter.mark(), gcs.read()
                 latency_phase(bs, topics, reader, label, rate, why, args.seconds, args.handlers, offset)
-                print(f"   CPU, share of one core over the phase: {meter.share(mark)}")
+                print(f"   CPU, share of one core over the phase: {meter.share(mark)}{gcs.since(gc_mark)}")
                 offset += int(rate * args.seconds)
                 steady_runs += int(rate * args.seconds)
             reader.close()
