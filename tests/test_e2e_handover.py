@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
 from streams.contracts import avro
-from tests.conftest import Stack, command, unique
+from tests.conftest import Stack, command, result, unique
 from tests.test_e2e_guarantees import check_exact_cursor, send_all
 from tests.test_metrics import Samples, free_port, value, wait_until
 
@@ -86,3 +87,51 @@ def test_a_kill_in_the_middle_of_a_burst_loses_and_repeats_no_run(stack: Stack, 
     for j in range(JOBS):
         assert rows[f"load{110 + j}"]["running"] == [] and rows[f"load{110 + j}"]["waiting"] == 0
     w.stop()
+
+
+
+def test_runners_rebalancing_in_the_middle_of_a_burst_keep_every_cursor_exact(stack: Stack, commands, results):
+    """Two workers, each with its runner inside, under a steady load of 40 events/s over 6
+    jobs for 15 s; a third worker joins after 3 s, while commands are being handed over (the
+    command partitions move between the runners: a command handed to one runner may be read,
+    and run again, by another, README "Guarantees" case 1), and one of the first two leaves
+    (SIGTERM) after 9 s. Counted from outside: every run commanded from the state its
+    predecessor left, none lost, every queue empty at the end."""
+    name = unique("handmove")
+    a, b = stack.start_worker(f"{name}-a"), stack.start_worker(f"{name}-b")
+    a.wait_ready()
+    b.wait_ready()
+    kind, each = unique("handmove"), 100
+    ids = []
+    for j in range(JOBS):
+        h = {"id": unique(f"handmove{j}"), "job": f"load{120 + j}", "event": {"match": {"type": kind, "j": j}}}
+        stack.apply_handler(h)
+        ids.append(h["id"])
+    producer = stack.producer()
+    start, c = time.monotonic(), None
+    for i in range(JOBS * each):
+        while time.monotonic() < start + i / 40:
+            time.sleep(0.002)
+        producer.produce(stack.topics.events, json.dumps({"id": unique("e"), "type": kind, "j": i % JOBS}).encode(),
+                         b"k")
+        producer.poll(0)
+        if i == 120:
+            c = stack.start_worker(f"{name}-c")
+        elif i == 360:
+            assert a.process is not None
+            a.process.send_signal(signal.SIGTERM)
+    assert producer.flush(30) == 0
+    assert a.process is not None
+    a.process.wait(60)  # left the group
+    assert c is not None
+    for handler_id in ids:
+        check_exact_cursor(commands, results, handler_id, each)
+    # the partitions moved: the runs of the burst were run by all three workers' runners
+    runners = {result(m)["runner"].rsplit("/", 1)[1] for m in results.seen if result(m)["handler_id"] in ids}
+    assert {str(w.process.pid) for w in (a, b, c) if w.process is not None} <= runners
+    jobs = stack.cli("jobs", "--json")
+    rows = {r["job"]: r for r in map(json.loads, jobs.stdout.splitlines())}
+    for j in range(JOBS):
+        assert rows[f"load{120 + j}"]["running"] == [] and rows[f"load{120 + j}"]["waiting"] == 0
+    for w in (b, c):
+        w.stop()
