@@ -4,6 +4,7 @@ and tag along (final state -> status event -> the flow handler's params -> the f
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from streams.jobs import Run, job
@@ -16,7 +17,7 @@ def count(run: Run) -> dict[str, Any]:
     return {"count": run.state.get("count", 0) + 1}
 
 
-for _i in range(JOBS):
+for _i in range(int(os.environ.get("BENCH_JOBS", JOBS))):  # bench_e2e.py --jobs
     job(f"job{_i}")(count)
 job("chain")(count)
 
