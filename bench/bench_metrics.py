@@ -4,21 +4,25 @@
 
 Times, in one process and without a broker, the calls Faust makes per message and event
 with its default Monitor against its Prometheus sensor (what SIGNALBOX_METRICS_PORT turns
-on), and the engine's own counting of a batch (engine/metrics.py). Bounded loops.
+on), and the engine's own counting of a batch (engine/metrics.py); then what a scrape of
+/metrics costs with 128 and 1,024 jobs' series, and how long the event loop stops
+meanwhile, rendered on the loop against through ``render`` (a thread). Bounded loops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from typing import Any
 
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
+from prometheus_client import generate_latest
 
-from streams.engine.metrics import FaustSensor, WorkerMetrics, count
+from streams.engine.metrics import FaustSensor, WorkerMetrics, count, render
 
 
 class Fake:
@@ -62,6 +66,46 @@ def engine_batch(n: int, batch: int = 500, jobs: int = 128) -> float:
     return (time.perf_counter() - start) / (n // batch * batch) * 1e6
 
 
+def jobs_metrics(jobs: int) -> WorkerMetrics:
+    """A worker's registry with ``jobs`` jobs' series (one run observed each) and gauges."""
+    m = WorkerMetrics()
+    for j in range(jobs):
+        m.job_seen(f"job{j}")
+        m.observe(f"job{j}", 0.01)
+    m.gauges.jobs = lambda: [(f"job{j}", 0, 1) for j in range(jobs)]
+    m.gauges.states = lambda: [(f"job{j}", 100) for j in range(jobs)]
+    return m
+
+
+async def scrape_stop(m: WorkerMetrics, on_loop: bool, scrapes: int = 5) -> tuple[float, float]:
+    """(ms a scrape took, the longest the loop waited meanwhile, ms): a task that sleeps 1 ms
+    at a time records how late it woke, while /metrics is rendered on the loop (as Faust's
+    page did) or through ``render`` (the worker's page)."""
+    longest, stop = 0.0, False
+
+    async def ticker() -> None:
+        nonlocal longest
+        while not stop:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            longest = max(longest, (time.perf_counter() - t) * 1000 - 1)
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.01)
+    took = 0.0
+    for _ in range(scrapes):
+        start = time.perf_counter()
+        if on_loop:
+            generate_latest(m.registry)
+        else:
+            await render(m)
+        took += (time.perf_counter() - start) * 1000 / scrapes
+        await asyncio.sleep(0.01)  # one scrape at a time: the ticker catches up in between
+    stop = True
+    await task
+    return took, longest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200_000)
@@ -79,6 +123,13 @@ def main() -> None:
     print(f"Faust's Prometheus sensor:   {prom:6.2f} µs per message (+{prom - base:.2f})")
     print(f"the worker's (FaustSensor):  {cached:6.2f} µs per message (+{cached - base:.2f})")
     print(f"engine counting, per event:  {engine_batch(args.n):6.2f} µs (batches of 500, 128 jobs)")
+    sys.setswitchinterval(0.001)  # as workers do (SIGNALBOX_GIL_SWITCH_INTERVAL_MS)
+    for jobs in (128, 1024):
+        m = jobs_metrics(jobs)
+        took, stopped = loop.run_until_complete(scrape_stop(m, on_loop=True))
+        took_r, stopped_r = loop.run_until_complete(scrape_stop(m, on_loop=False))
+        print(f"/metrics with {jobs} jobs: rendered on the loop {took:5.1f} ms, the loop stopped up to "
+              f"{stopped:5.1f} ms; through render() {took_r:5.1f} ms, the loop stopped up to {stopped_r:5.1f} ms")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ the gateway's request counting (route templates, statuses), the worker's registr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -11,8 +13,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
-from streams.engine.metrics import DEAD_LETTER_REASONS, WorkerMetrics
+from streams.engine.metrics import DEAD_LETTER_REASONS, WorkerMetrics, render
 from streams.engine.runbook import Outputs, RunBook
 from streams.gateway import metrics as gateway_metrics
 from streams.model.state_rules import StateLimits
@@ -149,3 +152,57 @@ def test_the_gateway_counts_requests_by_route_template_and_status() -> None:
     other = (("method", "other"), ("route", "unmatched"), ("status", "404"))
     assert got[("signalbox_gateway_requests_total", other)] == 1  # a method nobody serves: "other"
     assert not [labels for (_, labels) in got if ("route", "/things/1") in labels]
+
+
+def test_a_scrape_computes_the_gauges_on_the_loop_and_renders_the_text_in_another_thread() -> None:
+    """The gauges' sources are the loop's (tables, consumers): they are read on it. The text
+    of every series is rendered in a thread, so the loop runs on meanwhile (it would stop
+    for the whole rendering on the loop: 25 ms with 128 jobs, 240 ms with 1,024)."""
+    metrics = WorkerMetrics()
+    for j in range(1024):
+        metrics.job_seen(f"job{j}")
+    threads: dict[str, threading.Thread] = {}
+
+    def jobs() -> list[tuple[str, int, int]]:
+        threads["gauges"] = threading.current_thread()
+        return [("job-a", 3, 1)]
+
+    class Probe(Collector):
+        def collect(self) -> Any:
+            threads["rendered"] = threading.current_thread()
+            return iter(())
+
+    metrics.gauges.jobs = jobs
+    metrics.registry.register(Probe())
+    threads.clear()
+
+    async def scrape() -> tuple[threading.Thread, bytes, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        task = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        body = await render(metrics)
+        ran = ticks - before
+        task.cancel()
+        return threading.current_thread(), body, ran
+
+    loop_thread, body, ran = asyncio.run(scrape())
+    assert threads["gauges"] is loop_thread
+    assert threads["rendered"] is not loop_thread
+    assert ran > 0  # the loop ran while the text was rendered
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples[("signalbox_job_queue_depth", (("job", "job-a"),))] == 3
+    assert samples[("signalbox_runs_total", (("job", "job1023"), ("status", "succeeded")))] == 0
+    # a scrape that does not go through render() (the runner process's own HTTP thread)
+    # computes the gauges itself
+    threads.clear()
+    generate_latest(metrics.registry)
+    assert threads["gauges"] is threading.current_thread()

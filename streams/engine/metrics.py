@@ -17,22 +17,33 @@ Rules:
   text stays in the record's ``reason`` header.
 - The hot path counts cheaply: the match and schedule steps add up a batch in plain
   dicts and increment each series once per batch (:meth:`WorkerMetrics.add`); gauges
-  (queue depth, state bytes, consumer lag) are computed when scraped, not maintained. One
+  (queue depth, state bytes, consumer lag) are computed when scraped, not maintained,
+  on the loop; the text is rendered in a thread (:func:`render`). One
   exception: the schedule step's ``fetched`` stage is observed per record (a histogram
   observation, under 1 µs; a record costs the step about a hundred times that).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, cast
 
 import faust
+from aiohttp.web import Response
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -178,12 +189,31 @@ class WorkerMetrics:
 
 def install_faust_sensor(app: faust.App, metrics: WorkerMetrics, prefix: str = "signalbox_faust") -> None:
     """Faust's Prometheus sensor (``faust.sensors.prometheus``: its metrics, named
-    ``<prefix>_*``) in the worker's registry, and ``/metrics`` on Faust's web server."""
-    from faust.sensors.prometheus import setup_prometheus_sensors
+    ``<prefix>_*``) in the worker's registry, and ``/metrics`` on Faust's web server,
+    rendered by :func:`render` (Faust's own page renders on the loop)."""
+    app.monitor = FaustSensor(metrics=FaustMetrics.create(metrics.registry, prefix), loop=app.loop)
 
-    setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix=prefix)
-    faust_metrics = app.monitor._metrics  # type: ignore[attr-defined]
-    app.monitor = FaustSensor(metrics=faust_metrics, loop=app.loop)
+    @app.page("/metrics")
+    async def metrics_page(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        body = await render(metrics)
+        return cast(faust.web.Response, Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST}))
+
+
+# The gauges of the scrape under way, computed on the loop (see render)
+_GAUGES: ContextVar[list[Metric] | None] = ContextVar("signalbox_scraped_gauges", default=None)
+
+
+async def render(metrics: WorkerMetrics) -> bytes:
+    """The text of /metrics. Rendering every series takes long: 25 ms with 128 jobs, 240 ms
+    with 1,024 (``bench/bench_metrics.py``), and on the loop it would stop every record for
+    as long at each scrape. So only the gauges are computed on the loop (their sources are
+    the loop's tables and consumers; 0.3-2.5 ms), and the text is rendered in a thread,
+    which hands the GIL back to the loop every switch interval."""
+    token = _GAUGES.set(list(metrics.gauges.compute()))
+    try:
+        return await asyncio.to_thread(generate_latest, metrics.registry)  # the thread sees _GAUGES
+    finally:
+        _GAUGES.reset(token)
 
 
 class FaustSensor(PrometheusMonitor):
@@ -263,6 +293,10 @@ class _Gauges(Collector):
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
+        computed = _GAUGES.get()  # a scrape through render(): computed on the loop already
+        yield from computed if computed is not None else self.compute()
+
+    def compute(self) -> Iterator[Metric]:
         families = self._families()
         queue, running, states, handlers, lag, frozen = families
         if self.jobs is not None:
