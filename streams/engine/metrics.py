@@ -207,8 +207,9 @@ async def render(metrics: WorkerMetrics) -> bytes:
     """The text of /metrics. Rendering every series takes long: 25 ms with 128 jobs, 240 ms
     with 1,024 (``bench/bench_metrics.py``), and on the loop it would stop every record for
     as long at each scrape. So only the gauges are computed on the loop (their sources are
-    the loop's tables and consumers; 0.3-2.5 ms), and the text is rendered in a thread,
-    which hands the GIL back to the loop every switch interval."""
+    the loop's tables and consumers: one job-runs record read per job this worker owns),
+    and the text is rendered in a thread, which hands the GIL back to the loop every switch
+    interval."""
     token = _GAUGES.set(list(metrics.gauges.compute()))
     try:
         return await asyncio.to_thread(generate_latest, metrics.registry)  # the thread sees _GAUGES
