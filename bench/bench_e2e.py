@@ -34,6 +34,8 @@ Prints, from one run on one broker:
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them;
+``--steady R1,R2,...`` adds steady phases at those rates after 4c (4d, 4e, ...: up to eight;
+phase 7 runs them through the relay too), to see where one worker stops keeping up;
 ``--concurrency N`` lets each of phase 3's and 4's jobs have N runs in flight (jobs that
 keep no cursor; their count then over-counts and is not checked here).
 Phases 3 and 4 also print the share of a core the broker, the worker(s), the runner and the
@@ -257,6 +259,8 @@ def main() -> None:
     ap.add_argument("--handlers", type=int, default=10_000)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--rate", type=int, default=1_000)
+    ap.add_argument("--steady", default="", help="more steady rates after 4c, comma-separated (4d, 4e, ...): "
+                                                  "where the worker stops keeping up")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--jobs", type=int, default=128, help="jobs the handlers are spread over (at most 128)")
     ap.add_argument("--chain", type=int, default=300, help="events of the serial-chain phase")
@@ -363,6 +367,8 @@ def main() -> None:
             steady.append(("4b", args.rate, "the --rate"))
             if half:  # each job gets an event every ~1.3 s: the engine's own hops, no run in flight to wait for
                 steady.append(("4c", max(1, int(capacity / 10)), "a tenth of the capacity: jobs mostly idle"))
+            for letter, more in zip("defghijk", [int(r) for r in args.steady.split(",") if r], strict=False):
+                steady.append((f"4{letter}", more, "a --steady rate"))
             offset = 0
             for label, rate, why in steady:
                 mark, gc_mark = meter.mark(), gcs.read()
