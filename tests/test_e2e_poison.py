@@ -52,7 +52,7 @@ def test_forged_internal_records_are_dead_lettered_one_by_one(stack: Stack, work
     """A triggers record mixing a valid trigger with broken ones: the broken ones are
     dead-lettered, each with its reason; the valid one starts its run."""
     from streams.contracts import avro
-    from streams.engine.agents import job_partition
+    from streams.kafka.partitioning import job_partition
 
     dead = stack.reader(stack.topics.dead_letter)
     tag = unique("forged")

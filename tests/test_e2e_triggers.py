@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streams.engine.agents import job_partition
+from streams.kafka.partitioning import job_partition
 from tests.conftest import Stack, TopicReader, WorkerProcess, command, result, unique
 
 pytestmark = pytest.mark.broker

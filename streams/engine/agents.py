@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from streams.contracts import avro, records
 from streams.contracts.topics import Topics
@@ -47,6 +46,7 @@ from streams.kafka.batch_consumer import BatchConsumer, committed_offsets
 from streams.kafka.connection import kafka_of
 from streams.kafka.faust_driver import App, acknowledge_only_delivered
 from streams.kafka.faust_driver import register as register_transports
+from streams.kafka.partitioning import job_partition
 from streams.matching.handler_set import Applied, HandlerSet
 from streams.matching.match import extract_params
 from streams.model import cron, jsonvalue, provenance
@@ -95,11 +95,6 @@ class Engine:
     metrics: WorkerMetrics
     services: list[Any]  # started after the app, stopped before it (the match hop)
     handover: Handover  # records handed between the schedule step and the in-process runner (handover.py)
-
-
-def job_partition(job: str, partitions: int) -> int:
-    """The partition a job's records land on (murmur2, as Java, aiokafka and our CLI send)."""
-    return (murmur2(job.encode()) & 0x7FFFFFFF) % partitions
 
 
 def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = None) -> Engine:

@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import yaml
-from aiokafka.partitioner import murmur2
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -40,6 +39,7 @@ from streams.gateway.auth import ANONYMOUS, Authenticator, AuthError, Principal
 from streams.gateway.config import HANDLERS_READ, HANDLERS_WRITE, RUNS_READ
 from streams.gateway.readmodel import STATUSES, ReadModel
 from streams.kafka.async_producer import ProduceError, Record
+from streams.kafka.partitioning import job_partition
 from streams.matching.dry_run import explain, firing_handlers
 from streams.model import handlers, jsonvalue
 
@@ -476,11 +476,6 @@ def _constraints_hold(valid: list[dict[str, Any]], handler_id: str, event: dict[
 
 
 # -- dead letters ----------------------------------------------------------------------
-
-
-def job_partition(job: str, partitions: int) -> int:
-    """The partition of a job's triggers: streams.engine.agents.job_partition (not imported: Faust)."""
-    return (murmur2(job.encode()) & 0x7FFFFFFF) % partitions
 
 
 
