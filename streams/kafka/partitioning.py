@@ -5,9 +5,12 @@ owns the job, and the gateway to write a replayed trigger where the engine reads
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from aiokafka.partitioner import murmur2
 
 
+@lru_cache(maxsize=65_536)  # job names are few (one per job with handlers); murmur2 in Python: 1.7 µs
 def job_partition(job: str, partitions: int) -> int:
     """The partition a job's records land on (records keyed by the job's name)."""
     return (murmur2(job.encode()) & 0x7FFFFFFF) % partitions
