@@ -34,8 +34,11 @@ Prints, from one run on one broker:
 ``--root`` runs the worker from another checkout (to compare before/after in one run);
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them;
-``--steady R1,R2,...`` adds steady phases at those rates after 4c (4d, 4e, ...: up to eight;
-phase 7 runs them through the relay too), to see where one worker stops keeping up;
+``--fresh`` runs each steady phase on a deployment of its own (fresh topics, a fresh worker
+with the same handlers), since the embedded broker's cost grows with what its topics hold
+(``bench_broker_drift.py``); ``--steady R1,R2,...`` adds steady phases at those rates
+after 4c (4d, 4e, ...: up to eight; phase 7 runs them through the relay too), to see where
+one worker stops keeping up;
 ``--concurrency N`` lets each of phase 3's and 4's jobs have N runs in flight (jobs that
 keep no cursor; their count then over-counts and is not checked here).
 Phases 3 and 4 also print the share of a core the broker, the worker(s), the runner and the
@@ -262,6 +265,9 @@ def main() -> None:
     ap.add_argument("--steady", default="", help="more steady rates after 4c, comma-separated (4d, 4e, ...): "
                                                   "where the worker stops keeping up")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--fresh", action="store_true",
+                    help="run each steady phase (4a, 4b, ...) on a deployment of its own: fresh topics, a fresh "
+                         "worker with the same handlers (the embedded broker slows down as its topics fill)")
     ap.add_argument("--jobs", type=int, default=128, help="jobs the handlers are spread over (at most 128)")
     ap.add_argument("--chain", type=int, default=300, help="events of the serial-chain phase")
     ap.add_argument("--pipe", type=int, default=3000, help="events of the full-pipeline burst (phase 6a)")
@@ -276,6 +282,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.profile and (args.workers != 1 or args.runner_process):
         ap.error("--profile samples one worker: use it with --workers 1, without --runner-process")
+    if args.fresh and (args.workers != 1 or args.runner_process or args.profile):
+        ap.error("--fresh deploys one worker per steady phase: use it with --workers 1, without --runner-process "
+                 "or --profile")
     work = Path(tempfile.mkdtemp(prefix="signalbox-bench-"))
     with EmbeddedBroker(work / "tansu.log") as broker:
         bs = KafkaConnection(broker.bootstrap_servers)  # the embedded broker: plaintext
@@ -329,6 +338,7 @@ def main() -> None:
                           **({"runner": [workers[0].pid]} if args.runner_process else {})})
         steady: list[tuple[str, int, str]] = []
         phase3_rate = float("nan")
+        fresh_cpu = 0.0  # CPU of the --fresh phases' own workers (startup included): left out of the CPU per run
         try:
             reader = commands_reader(bs, topics.job_commands)
             # the worker's collections since it started: a scrape during the phase would stop
@@ -371,6 +381,23 @@ def main() -> None:
                 steady.append((f"4{letter}", more, "a --steady rate"))
             offset = 0
             for label, rate, why in steady:
+                if args.fresh:  # its own topics and worker (the first worker idles meanwhile); not in the CPU per run
+                    started = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    fresh = FreshDeployment(bs, work, env, label, args)
+                    try:
+                        fresh_meter = CpuMeter({"broker": [broker.pid] if broker.pid else [],
+                                                "worker": [fresh.proc.pid], "first worker (idle)": [workers[0].pid]})
+                        mark, gc_mark = fresh_meter.mark(), fresh.gcs.read()
+                        latency_phase(bs, fresh.topics, fresh.reader, label, rate, why + "; fresh topics and worker",
+                                      args.seconds, args.handlers, offset)
+                        print(f"   CPU, share of one core over the phase: {fresh_meter.share(mark)}"
+                              f"{fresh.gcs.since(gc_mark)}")
+                    finally:
+                        fresh.stop()
+                    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    fresh_cpu += done.ru_utime - started.ru_utime + done.ru_stime - started.ru_stime
+                    offset += int(rate * args.seconds)
+                    continue
                 mark, gc_mark = meter.mark(), gcs.read()
                 latency_phase(bs, topics, reader, label, rate, why, args.seconds, args.handlers, offset)
                 print(f"   CPU, share of one core over the phase: {meter.share(mark)}{gcs.since(gc_mark)}")
@@ -387,7 +414,7 @@ def main() -> None:
         # CPU the worker used for phases 3-6 (a fixed amount of work, plus its idle
         # polling): less sensitive to a busy machine than the rates above
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime - fresh_cpu
         runs = args.events + steady_runs + args.chain + pipe_runs
         if not args.profile:  # with --profile the child is py-spy, whose CPU is not the worker's
             print(f"worker CPU: {cpu:.1f} s for {runs} runs = {cpu / runs * 1000:.2f} ms per run "
@@ -398,6 +425,47 @@ def main() -> None:
         # 7. the floor: the same steady rates through two plain Faust agents, the worker stopped
         relay_latency(bs, [(label, rate) for label, rate, _ in steady], args.seconds, args.handlers, work,
                       args.events, phase3_rate)
+
+
+class FreshDeployment:
+    """``--fresh``: a steady phase's own deployment on the same broker: topics under the
+    prefix ``bench-<label>.``, the same handlers, one worker (app ``bench-<label>``), ready
+    once an event has made it to a command."""
+
+    def __init__(self, bs: KafkaConnection, work: Path, env: dict[str, str], label: str,
+                 args: argparse.Namespace) -> None:
+        prefix = f"bench-{label}."
+        self.topics = topics_mod.Topics.load(ROOT / "topics.yaml", prefix)
+        topics_mod.create(client.admin(bs), self.topics)
+        client.produce_all(bs, [(self.topics.handlers, h["id"].encode(), json.dumps(h).encode())
+                                for h in handler_mix(args.handlers, args.jobs, args.concurrency)], timeout=120)
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker", "--jobs", "bench_jobs",
+             "--datadir", str(work / f"worker-{label}"), "--loglevel", "warning"],
+            env={**env, "SIGNALBOX_TOPIC_PREFIX": prefix, "SIGNALBOX_APP_ID": f"bench-{label}",
+                 "SIGNALBOX_METRICS_PORT": str(port)},
+            cwd=work, stdout=open(work / f"worker-{label}.log", "wb"), stderr=subprocess.STDOUT)
+        self.gcs = GcMeter(f"http://127.0.0.1:{port}/metrics")
+        self.reader = commands_reader(bs, self.topics.job_commands)
+        p = client.producer(bs, **{"linger.ms": 0})
+        end = time.monotonic() + 120
+        while time.monotonic() < end:  # ready: its handlers loaded, its partitions assigned
+            p.produce(self.topics.events, json.dumps(event_for(10**8, args.handlers)).encode())
+            p.flush(10)
+            if any(not m.error() for m in self.reader.consume(100, 1.0)):
+                break
+        else:
+            self.stop()
+            raise SystemExit(f"{label}: the fresh worker gave no command in 120 s (see worker-{label}.log)")
+        time.sleep(2)  # the warm-up runs settle
+        while self.reader.consume(1000, 0.2):
+            pass
+
+    def stop(self) -> None:
+        self.reader.close()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
 
 
 def reader_at_end(bs: KafkaConnection, topic: str) -> Consumer:
