@@ -35,10 +35,10 @@ Prints, from one run on one broker:
 ``--workers N`` starts N workers in one group (the job partitions spread over them);
 ``--runner-process`` runs the jobs in a ``signalbox runner`` process beside them;
 ``--fresh`` runs each steady phase on a deployment of its own (fresh topics, a fresh worker
-with the same handlers), since the embedded broker's cost grows with what its topics hold
-(``bench_broker_drift.py``); ``--steady R1,R2,...`` adds steady phases at those rates
-after 4c (4d, 4e, ...: up to eight; phase 7 runs them through the relay too), to see where
-one worker stops keeping up;
+with the same handlers; phase 7 runs each rate through a relay on topics of its own),
+since the embedded broker's cost grows with what its topics hold (``bench_broker_drift.py``);
+``--steady R1,R2,...`` adds steady phases at those rates after 4c (4d, 4e, ...: up to
+eight; phase 7 runs them through the relay too), to see where one worker stops keeping up;
 ``--concurrency N`` lets each of phase 3's and 4's jobs have N runs in flight (jobs that
 keep no cursor; their count then over-counts and is not checked here).
 Phases 3 and 4 also print the share of a core the broker, the worker(s), the runner and the
@@ -423,8 +423,14 @@ def main() -> None:
         if args.profile:
             print_profile(work / "profile.txt")
         # 7. the floor: the same steady rates through two plain Faust agents, the worker stopped
-        relay_latency(bs, [(label, rate) for label, rate, _ in steady], args.seconds, args.handlers, work,
-                      args.events, phase3_rate)
+        if args.fresh:  # the burst, then each rate through a relay on topics of its own, as phase 4 ran
+            relay_latency(bs, [], args.seconds, args.handlers, work, args.events, phase3_rate)
+            for label, rate, _ in steady:
+                relay_latency(bs, [(label, rate)], args.seconds, args.handlers, work, 0, phase3_rate,
+                              prefix=f"bench.relay-{label}")
+        else:
+            relay_latency(bs, [(label, rate) for label, rate, _ in steady], args.seconds, args.handlers, work,
+                          args.events, phase3_rate)
 
 
 class FreshDeployment:
@@ -540,18 +546,19 @@ def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consum
 
 
 def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: float, n_handlers: int,
-                  work: Path, burst: int, phase3: float) -> None:
-    """7. ``burst`` events at once, then phase 4's steady rates, through ``plain_relay.py``
-    (two plain Faust agents in a row, on the worker's Faust driver and linger), with the
-    worker stopped: events/s through both hops; produce -> the second agent's record and ->
-    the first's, p50/p99. Phase 4's figures over these are what the
-    engine adds to the framework's own two hops on this broker."""
-    names = [f"bench.relay-{hop}" for hop in ("in", "mid", "out")]
+                  work: Path, burst: int, phase3: float, prefix: str = "bench.relay") -> None:
+    """7. ``burst`` events at once (none if 0), then phase 4's steady rates, through
+    ``plain_relay.py`` (two plain Faust agents in a row, on the worker's Faust driver and
+    linger) on three topics of its own (``prefix``), with the worker stopped: events/s
+    through both hops; produce -> the second agent's record and -> the first's, p50/p99.
+    Phase 4's figures over these are what the engine adds to the framework's own two hops
+    on this broker."""
+    names = [f"{prefix}-{hop}" for hop in ("in", "mid", "out")]
     admin = client.admin(bs)
     for future in admin.create_topics([NewTopic(n, 4, 1) for n in names]).values():
         future.result(30)
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_relay.py"), bs.bootstrap_servers, *names,
-                             str(work / "relay")], stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT,
+                             str(work / prefix)], stdout=open(work / f"{prefix}.log", "wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         mid, out = reader_at_end(bs, names[1]), reader_at_end(bs, names[2])
@@ -562,67 +569,79 @@ def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: fl
             p.flush(10)
             ready = any(not m.error() for m in out.consume(100, 0.5))
         if not ready:
-            print("7. plain two-hop Faust relay: not ready in 90 s (see relay.log)")
+            print(f"7. plain two-hop Faust relay: not ready in 90 s (see {prefix}.log)")
             return
         time.sleep(1)
         for c in (mid, out):  # what the warm-up left
             while c.consume(1000, 0.2):
                 pass
-        # the burst: phase 3's event count at once, through both hops (the throughput a two-hop pipeline can reach)
-        stamps: list[float] = []
-        client.produce_all(bs, [(names[0], None, json.dumps(event_for(i, n_handlers)).encode())
-                                for i in range(burst)], timeout=120)
-        end = time.monotonic() + DEADLINE_S
-        while len(stamps) < burst and time.monotonic() < end:
-            stamps += [m.timestamp()[1] / 1000 for m in out.consume(1000, 0.5) if not m.error()]
-        while mid.consume(1000, 0.2):
-            pass
-        if len(stamps) >= burst and max(stamps) > min(stamps):
-            relay = len(stamps) / (max(stamps) - min(stamps))
-            print(f"7. plain two-hop Faust relay, {burst} events at once: {relay:,.0f} events/s through both hops "
-                  f"(phase 3: {phase3 / relay:.0%} of it)")
-        else:
-            print(f"7. plain two-hop Faust relay: only {len(stamps)} of {burst} events through both hops")
+        if burst:
+            relay_burst(bs, names[0], mid, out, burst, n_handlers, phase3)
         first = 10**9
         for label, rate in rates:
-            total = int(rate * seconds)
-            hops: dict[str, list[float]] = {"out": [], "mid": []}
-
-            def take(c: Consumer, into: list[float]) -> None:
-                for msg in c.consume(500, 0):
-                    if not msg.error():
-                        sent = json.loads(msg.value()).get("sent")
-                        if sent:
-                            into.append(msg.timestamp()[1] / 1000 - sent)
-
-            start = time.perf_counter()
-            for i in range(first, first + total):
-                due = start + (i - first) / rate
-                while due - time.perf_counter() > 0:
-                    take(out, hops["out"])
-                    take(mid, hops["mid"])
-                    time.sleep(min(0.001, max(0.0, due - time.perf_counter())))
-                p.produce(names[0], json.dumps(event_for(i, n_handlers, time.time())).encode())
-                p.poll(0)
-            p.flush(30)
-            first += total
-            end = time.monotonic() + 30
-            while (len(hops["out"]) < total or len(hops["mid"]) < total) and time.monotonic() < end:
-                take(out, hops["out"])
-                take(mid, hops["mid"])
-                time.sleep(0.01)
-            if len(hops["out"]) < 2 or len(hops["mid"]) < 2:
-                print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s: only {len(hops['out'])}/{total} measured")
-                continue
-            q, q1 = statistics.quantiles(hops["out"], n=100), statistics.quantiles(hops["mid"], n=100)
-            print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s (phase {label}'s rate, worker stopped): "
-                  f"produce -> second hop p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms; -> first hop "
-                  f"p50 {q1[49] * 1000:.1f} ms, p99 {q1[98] * 1000:.1f} ms ({len(hops['out'])}/{total} measured)")
+            relay_rate(p, names[0], mid, out, label, rate, seconds, n_handlers, first)
+            first += int(rate * seconds)
         mid.close()
         out.close()
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def relay_burst(bs: KafkaConnection, into: str, mid: Consumer, out: Consumer, burst: int, n_handlers: int,
+                phase3: float) -> None:
+    """7. ``burst`` events at once through both hops (the throughput a two-hop pipeline can reach)."""
+    stamps: list[float] = []
+    client.produce_all(bs, [(into, None, json.dumps(event_for(i, n_handlers)).encode()) for i in range(burst)],
+                       timeout=120)
+    end = time.monotonic() + DEADLINE_S
+    while len(stamps) < burst and time.monotonic() < end:
+        stamps += [m.timestamp()[1] / 1000 for m in out.consume(1000, 0.5) if not m.error()]
+    while mid.consume(1000, 0.2):
+        pass
+    if len(stamps) >= burst and max(stamps) > min(stamps):
+        relay = len(stamps) / (max(stamps) - min(stamps))
+        print(f"7. plain two-hop Faust relay, {burst} events at once: {relay:,.0f} events/s through both hops "
+              f"(phase 3: {phase3 / relay:.0%} of it)")
+    else:
+        print(f"7. plain two-hop Faust relay: only {len(stamps)} of {burst} events through both hops")
+
+
+def relay_rate(p: Any, into: str, mid: Consumer, out: Consumer, label: str, rate: int, seconds: float,
+               n_handlers: int, first: int) -> None:
+    """7a, 7b, ...: ``rate`` events/s for ``seconds`` through both hops: p50/p99 to each hop."""
+    total = int(rate * seconds)
+    hops: dict[str, list[float]] = {"out": [], "mid": []}
+
+    def take(c: Consumer, latencies: list[float]) -> None:
+        for msg in c.consume(500, 0):
+            if not msg.error():
+                sent = json.loads(msg.value()).get("sent")
+                if sent:
+                    latencies.append(msg.timestamp()[1] / 1000 - sent)
+
+    start = time.perf_counter()
+    for i in range(first, first + total):
+        due = start + (i - first) / rate
+        while due - time.perf_counter() > 0:
+            take(out, hops["out"])
+            take(mid, hops["mid"])
+            time.sleep(min(0.001, max(0.0, due - time.perf_counter())))
+        p.produce(into, json.dumps(event_for(i, n_handlers, time.time())).encode())
+        p.poll(0)
+    p.flush(30)
+    end = time.monotonic() + 30
+    while (len(hops["out"]) < total or len(hops["mid"]) < total) and time.monotonic() < end:
+        take(out, hops["out"])
+        take(mid, hops["mid"])
+        time.sleep(0.01)
+    if len(hops["out"]) < 2 or len(hops["mid"]) < 2:
+        print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s: only {len(hops['out'])}/{total} measured")
+        return
+    q, q1 = statistics.quantiles(hops["out"], n=100), statistics.quantiles(hops["mid"], n=100)
+    print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s (phase {label}'s rate, worker stopped): "
+          f"produce -> second hop p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms; -> first hop "
+          f"p50 {q1[49] * 1000:.1f} ms, p99 {q1[98] * 1000:.1f} ms ({len(hops['out'])}/{total} measured)")
 
 
 def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> float:
