@@ -43,16 +43,22 @@ def preflight(command: str, settings: Settings, topics: topics_mod.Topics, job_m
     return None
 
 
+def tune_process(settings: Settings, metrics: WorkerMetrics, feed: HandlerFeed,
+                 loop: asyncio.AbstractEventLoop) -> HeapKeeper:
+    """What a worker and a runner process both set for the interpreter: the thread switch
+    interval now, and the heap keeper (a service to start) that freezes the heap once
+    ``feed`` is loaded (engine/heap.py)."""
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    return HeapKeeper(metrics, feed.wait_ready, lambda: feed.changes, settings.gc_freeze_seconds, loop=loop)
+
+
 def run_worker(settings: Settings, topics: topics_mod.Topics, job_modules: list[str], runner: bool = True,
                loglevel: str = "info") -> int:
     failed = preflight("worker", settings, topics, job_modules)
     if failed is not None:
         return failed
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     engine = build_app(settings, topics)
-    services = list(engine.services)
-    services.append(HeapKeeper(engine.metrics, engine.feed.wait_ready, lambda: engine.feed.changes,
-                               settings.gc_freeze_seconds, loop=engine.app.loop))
+    services = [*engine.services, tune_process(settings, engine.metrics, engine.feed, engine.app.loop)]
     if runner:
         built_in = Runner(settings, topics, engine.handlers, metrics=engine.metrics, ready=engine.feed.wait_ready,
                           handover=engine.handover.offer, loop=engine.app.loop)
@@ -81,7 +87,6 @@ def run_runner(settings: Settings, topics: topics_mod.Topics, job_modules: list[
     failed = preflight("runner", settings, topics, job_modules)
     if failed is not None:
         return failed
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     metrics = WorkerMetrics()
@@ -93,7 +98,7 @@ def run_runner(settings: Settings, topics: topics_mod.Topics, job_modules: list[
         print(f"signalbox runner: metrics at http://{settings.web_host}:{settings.metrics_port}/metrics",
               file=sys.stderr, flush=True)
     print(f"signalbox runner: jobs registered: {', '.join(jobs.names()) or '(none)'}", file=sys.stderr, flush=True)
-    heap = HeapKeeper(metrics, feed.wait_ready, lambda: feed.changes, settings.gc_freeze_seconds, loop=loop)
+    heap = tune_process(settings, metrics, feed, loop)
     RunnerWorker(feed, runner, heap, loglevel=loglevel, redirect_stdouts=False, loop=loop).execute_from_commandline()
     return 0
 
