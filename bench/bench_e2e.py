@@ -545,103 +545,127 @@ def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consum
     settled_latency(bs, topics, sent_by_run)
 
 
-def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: float, n_handlers: int,
-                  work: Path, burst: int, phase3: float, prefix: str = "bench.relay") -> None:
-    """7. ``burst`` events at once (none if 0), then phase 4's steady rates, through
-    ``plain_relay.py`` (two plain Faust agents in a row, on the worker's Faust driver and
-    linger) on three topics of its own (``prefix``), with the worker stopped: events/s
-    through both hops; produce -> the second agent's record and -> the first's, p50/p99.
-    Phase 4's figures over these are what the engine adds to the framework's own two hops
-    on this broker."""
-    names = [f"{prefix}-{hop}" for hop in ("in", "mid", "out")]
-    admin = client.admin(bs)
-    for future in admin.create_topics([NewTopic(n, 4, 1) for n in names]).values():
-        future.result(30)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_relay.py"), bs.bootstrap_servers, *names,
-                             str(work / prefix)], stdout=open(work / f"{prefix}.log", "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        mid, out = reader_at_end(bs, names[1]), reader_at_end(bs, names[2])
-        p = client.producer(bs, **{"linger.ms": 0})
-        ready, end = False, time.monotonic() + 90  # until a record makes both hops (the agents are assigned)
+class Relay:
+    """``plain_relay.py`` (two plain Faust agents in a row, on the worker's Faust driver and
+    linger) on three topics of its own (``prefix``-in, -mid, -out), and readers of its two
+    hops. Phase 7 here; ``bench_broker_drift.py`` keeps one across several timed runs."""
+
+    def __init__(self, bs: KafkaConnection, prefix: str, work: Path, first: int = 0) -> None:
+        self.bs = bs
+        self.prefix = prefix
+        self.names = [f"{prefix}-{hop}" for hop in ("in", "mid", "out")]
+        admin = client.admin(bs)  # kept until the topics exist (its futures die with it)
+        for future in admin.create_topics([NewTopic(n, 4, 1) for n in self.names]).values():
+            future.result(30)
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_relay.py"), bs.bootstrap_servers,
+                                      *self.names, str(work / prefix)], stdout=open(work / f"{prefix}.log", "wb"),
+                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.mid: Consumer = reader_at_end(bs, self.names[1])
+        self.out: Consumer = reader_at_end(bs, self.names[2])
+        self.producer = client.producer(bs, **{"linger.ms": 0})
+        self.first = first  # the next event number
+
+    def wait_ready(self) -> bool:
+        """Whether a record made both hops within 90 s (the agents are assigned); what the
+        warm-up left is read off."""
+        ready, end = False, time.monotonic() + 90
         while not ready and time.monotonic() < end:
-            p.produce(names[0], json.dumps({"warm": True}).encode())
-            p.flush(10)
-            ready = any(not m.error() for m in out.consume(100, 0.5))
+            self.producer.produce(self.names[0], json.dumps({"warm": True}).encode())
+            self.producer.flush(10)
+            ready = any(not m.error() for m in self.out.consume(100, 0.5))
         if not ready:
-            print(f"7. plain two-hop Faust relay: not ready in 90 s (see {prefix}.log)")
-            return
+            return False
         time.sleep(1)
-        for c in (mid, out):  # what the warm-up left
-            while c.consume(1000, 0.2):
+        for reader in (self.mid, self.out):
+            while reader.consume(1000, 0.2):
                 pass
-        if burst:
-            relay_burst(bs, names[0], mid, out, burst, n_handlers, phase3)
-        first = 10**9
-        for label, rate in rates:
-            relay_rate(p, names[0], mid, out, label, rate, seconds, n_handlers, first)
-            first += int(rate * seconds)
-        mid.close()
-        out.close()
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        return True
 
+    def burst(self, count: int, n_handlers: int) -> tuple[float | None, int]:
+        """``count`` events at once through both hops: (events/s, None if not all came
+        through in time; how many did)."""
+        stamps: list[float] = []
+        client.produce_all(self.bs, [(self.names[0], None, json.dumps(event_for(i, n_handlers)).encode())
+                                     for i in range(self.first, self.first + count)], timeout=120)
+        self.first += count
+        end = time.monotonic() + DEADLINE_S
+        while len(stamps) < count and time.monotonic() < end:
+            stamps += [m.timestamp()[1] / 1000 for m in self.out.consume(1000, 0.5) if not m.error()]
+        while self.mid.consume(1000, 0.2):
+            pass
+        if len(stamps) >= count and max(stamps) > min(stamps):
+            return len(stamps) / (max(stamps) - min(stamps)), len(stamps)
+        return None, len(stamps)
 
-def relay_burst(bs: KafkaConnection, into: str, mid: Consumer, out: Consumer, burst: int, n_handlers: int,
-                phase3: float) -> None:
-    """7. ``burst`` events at once through both hops (the throughput a two-hop pipeline can reach)."""
-    stamps: list[float] = []
-    client.produce_all(bs, [(into, None, json.dumps(event_for(i, n_handlers)).encode()) for i in range(burst)],
-                       timeout=120)
-    end = time.monotonic() + DEADLINE_S
-    while len(stamps) < burst and time.monotonic() < end:
-        stamps += [m.timestamp()[1] / 1000 for m in out.consume(1000, 0.5) if not m.error()]
-    while mid.consume(1000, 0.2):
-        pass
-    if len(stamps) >= burst and max(stamps) > min(stamps):
-        relay = len(stamps) / (max(stamps) - min(stamps))
-        print(f"7. plain two-hop Faust relay, {burst} events at once: {relay:,.0f} events/s through both hops "
-              f"(phase 3: {phase3 / relay:.0%} of it)")
-    else:
-        print(f"7. plain two-hop Faust relay: only {len(stamps)} of {burst} events through both hops")
+    def measure(self, rate: int, seconds: float, n_handlers: int) -> tuple[list[float], list[float], int]:
+        """``rate`` events/s for ``seconds``: (produce -> second hop, produce -> first hop)
+        latencies in seconds, and the count sent."""
+        total = int(rate * seconds)
+        out: list[float] = []
+        mid: list[float] = []
+        start = time.perf_counter()
+        for i in range(total):
+            due = start + i / rate
+            while due - time.perf_counter() > 0:
+                self._take(self.out, out)
+                self._take(self.mid, mid)
+                time.sleep(min(0.001, max(0.0, due - time.perf_counter())))
+            event = event_for(self.first + i, n_handlers, time.time())
+            self.producer.produce(self.names[0], json.dumps(event).encode())
+            self.producer.poll(0)
+        self.producer.flush(30)
+        self.first += total
+        end = time.monotonic() + 30
+        while (len(out) < total or len(mid) < total) and time.monotonic() < end:
+            self._take(self.out, out)
+            self._take(self.mid, mid)
+            time.sleep(0.01)
+        return out, mid, total
 
-
-def relay_rate(p: Any, into: str, mid: Consumer, out: Consumer, label: str, rate: int, seconds: float,
-               n_handlers: int, first: int) -> None:
-    """7a, 7b, ...: ``rate`` events/s for ``seconds`` through both hops: p50/p99 to each hop."""
-    total = int(rate * seconds)
-    hops: dict[str, list[float]] = {"out": [], "mid": []}
-
-    def take(c: Consumer, latencies: list[float]) -> None:
-        for msg in c.consume(500, 0):
+    @staticmethod
+    def _take(reader: Consumer, latencies: list[float]) -> None:
+        for msg in reader.consume(500, 0):
             if not msg.error():
                 sent = json.loads(msg.value()).get("sent")
                 if sent:
                     latencies.append(msg.timestamp()[1] / 1000 - sent)
 
-    start = time.perf_counter()
-    for i in range(first, first + total):
-        due = start + (i - first) / rate
-        while due - time.perf_counter() > 0:
-            take(out, hops["out"])
-            take(mid, hops["mid"])
-            time.sleep(min(0.001, max(0.0, due - time.perf_counter())))
-        p.produce(into, json.dumps(event_for(i, n_handlers, time.time())).encode())
-        p.poll(0)
-    p.flush(30)
-    end = time.monotonic() + 30
-    while (len(hops["out"]) < total or len(hops["mid"]) < total) and time.monotonic() < end:
-        take(out, hops["out"])
-        take(mid, hops["mid"])
-        time.sleep(0.01)
-    if len(hops["out"]) < 2 or len(hops["mid"]) < 2:
-        print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s: only {len(hops['out'])}/{total} measured")
-        return
-    q, q1 = statistics.quantiles(hops["out"], n=100), statistics.quantiles(hops["mid"], n=100)
-    print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s (phase {label}'s rate, worker stopped): "
-          f"produce -> second hop p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms; -> first hop "
-          f"p50 {q1[49] * 1000:.1f} ms, p99 {q1[98] * 1000:.1f} ms ({len(hops['out'])}/{total} measured)")
+    def stop(self) -> None:
+        self.mid.close()
+        self.out.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def relay_latency(bs: KafkaConnection, rates: list[tuple[str, int]], seconds: float, n_handlers: int,
+                  work: Path, burst: int, phase3: float, prefix: str = "bench.relay") -> None:
+    """7. ``burst`` events at once (none if 0), then phase 4's steady rates, through a
+    :class:`Relay` with the worker stopped: events/s through both hops; produce -> the
+    second agent's record and -> the first's, p50/p99. Phase 4's figures over these are
+    what the engine adds to the framework's own two hops on this broker."""
+    relay = Relay(bs, prefix, work, first=10**9)
+    try:
+        if not relay.wait_ready():
+            print(f"7. plain two-hop Faust relay: not ready in 90 s (see {prefix}.log)")
+            return
+        if burst:
+            through, got = relay.burst(burst, n_handlers)
+            if through is None:
+                print(f"7. plain two-hop Faust relay: only {got} of {burst} events through both hops")
+            else:
+                print(f"7. plain two-hop Faust relay, {burst} events at once: {through:,.0f} events/s through both "
+                      f"hops (phase 3: {phase3 / through:.0%} of it)")
+        for label, rate in rates:
+            out, mid, total = relay.measure(rate, seconds, n_handlers)
+            if len(out) < 2 or len(mid) < 2:
+                print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s: only {len(out)}/{total} measured")
+                continue
+            q, q1 = statistics.quantiles(out, n=100), statistics.quantiles(mid, n=100)
+            print(f"7{label[1:]}. plain two-hop Faust relay at {rate}/s (phase {label}'s rate, worker stopped): "
+                  f"produce -> second hop p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms; -> first hop "
+                  f"p50 {q1[49] * 1000:.1f} ms, p99 {q1[98] * 1000:.1f} ms ({len(out)}/{total} measured)")
+    finally:
+        relay.stop()
 
 
 def round_trip(bs: KafkaConnection, topics: topics_mod.Topics, commanded: list[tuple[str, str, float]]) -> float:
