@@ -433,10 +433,14 @@ def main() -> None:
                           args.events, phase3_rate)
 
 
+WARM_EVENTS, WARM_RATE = 400, 100  # a --fresh worker's warm-up before its phase: 4 s
+
+
 class FreshDeployment:
     """``--fresh``: a steady phase's own deployment on the same broker: topics under the
     prefix ``bench-<label>.``, the same handlers, one worker (app ``bench-<label>``), ready
-    once an event has made it to a command."""
+    once an event has made it to a command, then warmed up at a low rate (``WARM_EVENTS``
+    events at ``WARM_RATE``/s, spread over every job) and settled."""
 
     def __init__(self, bs: KafkaConnection, work: Path, env: dict[str, str], label: str,
                  args: argparse.Namespace) -> None:
@@ -464,7 +468,19 @@ class FreshDeployment:
         else:
             self.stop()
             raise SystemExit(f"{label}: the fresh worker gave no command in 120 s (see worker-{label}.log)")
-        time.sleep(2)  # the warm-up runs settle
+        # Warm-up: WARM_EVENTS events at WARM_RATE/s, spread over the handlers (so over every
+        # job: each job's records exist and its first runs are behind it), then settle.
+        wanted, start = WARM_EVENTS, time.perf_counter()
+        for i in range(WARM_EVENTS):
+            while (wait := start + i / WARM_RATE - time.perf_counter()) > 0:
+                wanted -= sum(1 for m in self.reader.consume(100, wait) if not m.error())
+            p.produce(self.topics.events, json.dumps(event_for(10**8 + 1 + i, args.handlers)).encode())
+            p.poll(0)
+        p.flush(10)
+        end = time.monotonic() + 60
+        while wanted > 0 and time.monotonic() < end:
+            wanted -= sum(1 for m in self.reader.consume(1000, 0.5) if not m.error())
+        time.sleep(1)  # the warm-up runs settle
         while self.reader.consume(1000, 0.2):
             pass
 
