@@ -63,6 +63,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,14 @@ class CpuMeter:
         return time.monotonic(), self.read()
 
 
+def worker_env(bs: KafkaConnection, root: Path, jobs: int) -> dict[str, str]:
+    """The environment of a bench worker (app ``bench``, topics under ``bench.``) run from
+    the checkout ``root``, with ``jobs`` jobs in bench_jobs.py."""
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
+            "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench", "BENCH_JOBS": str(jobs),
+            "PYTHONPATH": f"{root.resolve()}:{ROOT / 'bench'}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -305,9 +314,7 @@ def main() -> None:
         client.produce_all(bs, [(topics.handlers, b"bench-chain", json.dumps(chain).encode())], timeout=30)
         client.produce_all(bs, [(topics.handlers, h["id"].encode(), json.dumps(h).encode()) for h in pipe_handlers()],
                             timeout=30)
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bs.bootstrap_servers, "SIGNALBOX_BROKER_KIND": "tansu",
-               "SIGNALBOX_TOPIC_PREFIX": "bench.", "SIGNALBOX_APP_ID": "bench", "BENCH_JOBS": str(args.jobs),
-               "PYTHONPATH": f"{args.root.resolve()}:{ROOT / 'bench'}"}
+        env = worker_env(bs, args.root, args.jobs)
         print(f"{args.workers} worker(s) from {args.root.resolve()}; handlers over {args.jobs} jobs "
               f"(concurrency {args.concurrency}); runner on"
               + (" (a process of its own)" if args.runner_process else ""))
@@ -500,28 +507,39 @@ def reader_at_end(bs: KafkaConnection, topic: str) -> Consumer:
     return c
 
 
-def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consumer, label: str, rate: int, why: str,
-                  seconds: float, n_handlers: int, first: int) -> None:
-    """4. produce -> job command at a steady ``rate`` for ``seconds`` (events numbered from
-    ``first`` on): p50/p99 from the command's broker timestamp, where the match step's
-    triggers record landed, when the schedule step wrote the command, and the result."""
-    latencies: list[float] = []
-    to_schedule: list[float] = []  # produce -> the schedule step wrote the command
-    sent_by_run: dict[str, float] = {}  # run id -> when its event was produced
-    triggers = reader_at_end(bs, topics.triggers)
+@dataclass
+class Steady:
+    """What :func:`steady_commands` read: per command, when its event was produced and
+    produce -> the command on the broker (s); produce -> the schedule step wrote it; run id
+    -> when its event was produced; the events sent."""
+
+    commands: list[tuple[float, float]]
+    to_schedule: list[float]
+    sent_by_run: dict[str, float]
+    total: int
+
+    @property
+    def latencies(self) -> list[float]:
+        return [latency for _, latency in self.commands]
+
+
+def steady_commands(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consumer, rate: int, seconds: float,
+                    n_handlers: int, first: int) -> Steady:
+    """Produce ``rate`` events/s for ``seconds`` (numbered from ``first`` on) and read their
+    job commands (30 s at most after the last event)."""
+    out = Steady([], [], {}, int(rate * seconds))
 
     def record(msg: Any) -> None:
         cmd = avro.commands().decode(msg.value())
         sent = json.loads(cmd["event_json"] or "{}").get("sent")
         if sent:  # the command's time on the broker (the reader may lag behind while it produces)
-            latencies.append(msg.timestamp()[1] / 1000 - sent)
-            to_schedule.append(cmd["created_at"].timestamp() - sent)
-            sent_by_run[cmd["run_id"]] = sent
+            out.commands.append((sent, msg.timestamp()[1] / 1000 - sent))
+            out.to_schedule.append(cmd["created_at"].timestamp() - sent)
+            out.sent_by_run[cmd["run_id"]] = sent
 
-    total = int(rate * seconds)
     p = client.producer(bs, **{"linger.ms": 0})
     start = time.perf_counter()
-    for i in range(first, first + total):
+    for i in range(first, first + out.total):
         due = start + (i - first) / rate
         while (wait := due - time.perf_counter()) > 0:  # read while waiting, without spinning
             for msg in reader.consume(100, wait):
@@ -531,10 +549,21 @@ def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consum
         p.poll(0)
     p.flush(30)
     end = time.monotonic() + 30
-    while len(latencies) < total and time.monotonic() < end:
+    while len(out.commands) < out.total and time.monotonic() < end:
         for msg in reader.consume(100, 0.2):
             if not msg.error():
                 record(msg)
+    return out
+
+
+def latency_phase(bs: KafkaConnection, topics: topics_mod.Topics, reader: Consumer, label: str, rate: int, why: str,
+                  seconds: float, n_handlers: int, first: int) -> None:
+    """4. produce -> job command at a steady ``rate`` for ``seconds`` (events numbered from
+    ``first`` on): p50/p99 from the command's broker timestamp, where the match step's
+    triggers record landed, when the schedule step wrote the command, and the result."""
+    triggers = reader_at_end(bs, topics.triggers)
+    steady = steady_commands(bs, topics, reader, rate, seconds, n_handlers, first)
+    latencies, to_schedule, sent_by_run, total = steady.latencies, steady.to_schedule, steady.sent_by_run, steady.total
     to_trigger: list[float] = []  # produce -> the match step's triggers record on the broker
     end = time.monotonic() + 30
     while len(to_trigger) < total and time.monotonic() < end:
