@@ -27,17 +27,29 @@ is bounded in count and time; the broker listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_e2e import CpuMeter, FreshDeployment, Relay, Steady, steady_commands, worker_env  # noqa: E402
+from bench_e2e import (  # noqa: E402
+    CpuMeter,
+    FreshDeployment,
+    Relay,
+    Steady,
+    commands_reader,
+    steady_commands,
+    worker_env,
+)
 
+from streams.contracts import avro  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 from streams.kafka.connection import KafkaConnection  # noqa: E402
 
@@ -69,6 +81,8 @@ def probe(bs: KafkaConnection, broker_pid: int | None, work: Path, env: dict[str
         mark = meter.mark()
         steady = steady_commands(bs, fresh.topics, fresh.reader, rate, args.seconds, args.handlers, 0)
         cpu = meter.share(mark)
+        if steady.missing():
+            trace_missing(bs, fresh, steady)
     finally:
         fresh.stop()
     ok, early, late = kept_up(steady)
@@ -76,6 +90,48 @@ def probe(bs: KafkaConnection, broker_pid: int | None, work: Path, env: dict[str
           f"({len(steady.commands)}/{steady.total}); median first quarter {early * 1000:.0f} ms, last quarter "
           f"{late * 1000:.0f} ms; CPU: {cpu}", flush=True)
     return steady
+
+
+def trace_missing(bs: KafkaConnection, fresh: FreshDeployment, steady: Steady) -> None:
+    """Where the events without a command went: a late command (60 s more), their triggers,
+    dead letters."""
+    wanted = set(steady.missing())
+    print(f"   {len(wanted)} events without a command after 30 s: {sorted(wanted)[:5]}", flush=True)
+    end = time.monotonic() + 60
+    while wanted - steady.commanded and time.monotonic() < end:
+        for msg in fresh.reader.consume(100, 0.5):
+            if not msg.error():
+                cmd = avro.commands().decode(msg.value())
+                event_id = json.loads(cmd["event_json"] or "{}").get("id")
+                if event_id in wanted:
+                    steady.commanded.add(event_id)
+                    print(f"   late command for {event_id}: run {cmd['run_id']} of {cmd['job']} at "
+                          f"{time.time() - json.loads(cmd['event_json'])['sent']:.1f} s", flush=True)
+    print(f"   events the broker refused: {len(steady.refused)} {steady.refused[:3]}", flush=True)
+    try:  # what the worker counted: events read by its match step, by outcome; its lag
+        text = urllib.request.urlopen(fresh.gcs.url, timeout=5).read().decode()
+        names = ("signalbox_events_consumed_total", "signalbox_consumer_lag", "signalbox_dead_letters_total")
+        print("   worker: " + "; ".join(line for line in text.splitlines()
+                                       if line.startswith(names) and not line.endswith(" 0.0")), flush=True)
+    except OSError as exc:
+        print(f"   worker's /metrics: {exc}")
+    for topic in (fresh.topics.events, fresh.topics.triggers, fresh.topics.dead_letter):
+        reader = commands_reader(bs, topic)
+        found, end = 0, time.monotonic() + 20
+        while time.monotonic() < end:
+            batch = reader.consume(1000, 1.0)
+            if not batch:
+                break
+            for msg in batch:
+                if msg.error() or msg.value() is None:
+                    continue
+                text = msg.value().decode("utf-8", "replace")
+                for event_id in wanted:
+                    if event_id in text:
+                        found += 1
+                        print(f"   {topic} p{msg.partition()}@{msg.offset()} holds {event_id}: {text[:300]}")
+        reader.close()
+        print(f"   {topic}: {found} records hold a missing event", flush=True)
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -517,6 +517,13 @@ class Steady:
     to_schedule: list[float]
     sent_by_run: dict[str, float]
     total: int
+    produced: list[str] = field(default_factory=list)  # the events' ids, in order
+    commanded: set[str] = field(default_factory=set)  # the ids of the events a command was read for
+    refused: list[str] = field(default_factory=list)  # produce errors (the broker did not take an event)
+
+    def missing(self) -> list[str]:
+        """The events no command was read for, in the order produced."""
+        return [event_id for event_id in self.produced if event_id not in self.commanded]
 
     @property
     def latencies(self) -> list[float]:
@@ -536,6 +543,11 @@ def steady_commands(bs: KafkaConnection, topics: topics_mod.Topics, reader: Cons
             out.commands.append((sent, msg.timestamp()[1] / 1000 - sent))
             out.to_schedule.append(cmd["created_at"].timestamp() - sent)
             out.sent_by_run[cmd["run_id"]] = sent
+            out.commanded.add(json.loads(cmd["event_json"])["id"])
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            out.refused.append(f"{err}")
 
     p = client.producer(bs, **{"linger.ms": 0})
     start = time.perf_counter()
@@ -545,9 +557,12 @@ def steady_commands(bs: KafkaConnection, topics: topics_mod.Topics, reader: Cons
             for msg in reader.consume(100, wait):
                 if not msg.error():
                     record(msg)
-        p.produce(topics.events, json.dumps(event_for(i, n_handlers, time.time())).encode())
+        event = event_for(i, n_handlers, time.time())
+        out.produced.append(event["id"])
+        p.produce(topics.events, json.dumps(event).encode(), on_delivery=delivered)
         p.poll(0)
-    p.flush(30)
+    if p.flush(30):
+        out.refused.append("not delivered within 30 s")
     end = time.monotonic() + 30
     while len(out.commands) < out.total and time.monotonic() < end:
         for msg in reader.consume(100, 0.2):
