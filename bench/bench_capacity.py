@@ -110,11 +110,15 @@ def trace_missing(bs: KafkaConnection, fresh: FreshDeployment, steady: Steady) -
     print(f"   events the broker refused: {len(steady.refused)} {steady.refused[:3]}", flush=True)
     try:  # what the worker counted: events read by its match step, by outcome; its lag
         text = urllib.request.urlopen(fresh.gcs.url, timeout=5).read().decode()
-        names = ("signalbox_events_consumed_total", "signalbox_consumer_lag", "signalbox_dead_letters_total")
+        names = ("signalbox_events_consumed_total", "signalbox_consumer_lag", "signalbox_dead_letters_total",
+                 "signalbox_match_skipped_offsets_total")
         print("   worker: " + "; ".join(line for line in text.splitlines()
                                        if line.startswith(names) and not line.endswith(" 0.0")), flush=True)
     except OSError as exc:
         print(f"   worker's /metrics: {exc}")
+    log = Path(fresh.proc.args[fresh.proc.args.index("--datadir") + 1] + ".log")
+    if log.is_file():
+        print("   worker log: " + " | ".join(line for line in log.read_text().splitlines() if "skipped" in line))
     for topic in (fresh.topics.events, fresh.topics.triggers, fresh.topics.dead_letter):
         reader = commands_reader(bs, topic)
         found, end = 0, time.monotonic() + 20

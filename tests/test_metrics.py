@@ -173,6 +173,8 @@ def test_a_worker_counts_a_known_workload_exactly(stack: Stack, metered, receive
     dead = series(after, "signalbox_dead_letters_total")
     assert dead == {(("reason", r),): (1.0 if r == "invalid_event" else 0.0) for r in DEAD_LETTER_REASONS}
     assert value(after, "signalbox_handler_rejections_total") == 1
+    # every offset of the events topic came to the match step: no fetch skipped one
+    assert series(after, "signalbox_match_skipped_offsets_total") == {}
     assert value(after, "signalbox_deliveries_total", transport="webhook", outcome="delivered") == 1
     assert value(after, "signalbox_deliveries_total", transport="webhook", outcome="failed") == 0
     assert [r.path for r in receiver.received] == ["/metrics-test"]
