@@ -83,6 +83,9 @@ def probe(bs: KafkaConnection, broker_pid: int | None, work: Path, env: dict[str
         cpu = meter.share(mark)
         if steady.missing():
             trace_missing(bs, fresh, steady)
+        reread = worker_lines(fresh, ("signalbox_match_offset_gaps_total",))
+        if reread:
+            print(f"   the match step read again after a skipped offset: {reread}")
     finally:
         fresh.stop()
     ok, early, late = kept_up(steady)
@@ -90,6 +93,15 @@ def probe(bs: KafkaConnection, broker_pid: int | None, work: Path, env: dict[str
           f"({len(steady.commands)}/{steady.total}); median first quarter {early * 1000:.0f} ms, last quarter "
           f"{late * 1000:.0f} ms; CPU: {cpu}", flush=True)
     return steady
+
+
+def worker_lines(fresh: FreshDeployment, names: tuple[str, ...]) -> str:
+    """The fresh worker's non-zero samples of these metrics, from its /metrics."""
+    try:
+        text = urllib.request.urlopen(fresh.gcs.url, timeout=5).read().decode()
+    except OSError as exc:
+        return f"/metrics: {exc}"
+    return "; ".join(line for line in text.splitlines() if line.startswith(names) and not line.endswith(" 0.0"))
 
 
 def trace_missing(bs: KafkaConnection, fresh: FreshDeployment, steady: Steady) -> None:
@@ -108,17 +120,13 @@ def trace_missing(bs: KafkaConnection, fresh: FreshDeployment, steady: Steady) -
                     print(f"   late command for {event_id}: run {cmd['run_id']} of {cmd['job']} at "
                           f"{time.time() - json.loads(cmd['event_json'])['sent']:.1f} s", flush=True)
     print(f"   events the broker refused: {len(steady.refused)} {steady.refused[:3]}", flush=True)
-    try:  # what the worker counted: events read by its match step, by outcome; its lag
-        text = urllib.request.urlopen(fresh.gcs.url, timeout=5).read().decode()
-        names = ("signalbox_events_consumed_total", "signalbox_consumer_lag", "signalbox_dead_letters_total",
-                 "signalbox_match_skipped_offsets_total")
-        print("   worker: " + "; ".join(line for line in text.splitlines()
-                                       if line.startswith(names) and not line.endswith(" 0.0")), flush=True)
-    except OSError as exc:
-        print(f"   worker's /metrics: {exc}")
+    # what the worker counted: events read by its match step, by outcome; its lag; skipped offsets
+    print("   worker: " + worker_lines(fresh, ("signalbox_events_consumed_total", "signalbox_consumer_lag",
+                                              "signalbox_dead_letters_total", "signalbox_match_offset_gaps_total")))
     log = Path(fresh.proc.args[fresh.proc.args.index("--datadir") + 1] + ".log")
     if log.is_file():
-        print("   worker log: " + " | ".join(line for line in log.read_text().splitlines() if "skipped" in line))
+        lines = [line for line in log.read_text().splitlines() if "skipped" in line or "again" in line]
+        print("   worker log: " + " | ".join(lines))
     for topic in (fresh.topics.events, fresh.topics.triggers, fresh.topics.dead_letter):
         reader = commands_reader(bs, topic)
         found, end = 0, time.monotonic() + 20

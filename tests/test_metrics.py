@@ -174,7 +174,7 @@ def test_a_worker_counts_a_known_workload_exactly(stack: Stack, metered, receive
     assert dead == {(("reason", r),): (1.0 if r == "invalid_event" else 0.0) for r in DEAD_LETTER_REASONS}
     assert value(after, "signalbox_handler_rejections_total") == 1
     # every offset of the events topic came to the match step: no fetch skipped one
-    assert series(after, "signalbox_match_skipped_offsets_total") == {}
+    assert series(after, "signalbox_match_offset_gaps_total") == {}
     assert value(after, "signalbox_deliveries_total", transport="webhook", outcome="delivered") == 1
     assert value(after, "signalbox_deliveries_total", transport="webhook", outcome="failed") == 0
     assert [r.path for r in receiver.received] == ["/metrics-test"]

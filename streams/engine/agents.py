@@ -249,7 +249,8 @@ def build_app(settings: Settings, topics: Topics, handlers: HandlerSet | None = 
         seed=lambda fresh: committed_offsets(kafka, settings.app_id, fresh),
         max_records=MATCH_BATCH_MAX, session_timeout_ms=int(settings.session_timeout_seconds * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_seconds * 1000), fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        on_gap=lambda tp, first, count: metrics.match_skipped.labels(str(tp.partition)).inc(count), loop=app.loop)
+        on_gap=lambda tp, first, count, outcome: metrics.match_gaps.labels(str(tp.partition), outcome).inc(count),
+        loop=app.loop)
     metrics.gauges.lag["match"] = match_hop.lag
 
     async def send_triggers(partition: int, triggers: list[dict[str, Any]]) -> list[asyncio.Future[Any]]:

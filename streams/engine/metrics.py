@@ -132,11 +132,11 @@ class WorkerMetrics:
         self.dead_letters = Counter("signalbox_dead_letters", "Records written to the dead-letter topic, by reason",
                                     ["reason"], registry=r)
         self.rejections = Counter("signalbox_handler_rejections", "Handlers not applied (invalid)", registry=r)
-        self.match_skipped = Counter(
-            "signalbox_match_skipped_offsets",
-            "Offsets of the events topic the match step's fetches skipped: expected on a compacted topic or with "
-            "transactional producers (their markers), otherwise events it never read (kafka/batch_consumer.py)",
-            ["partition"], registry=r)
+        self.match_gaps = Counter(
+            "signalbox_match_offset_gaps",
+            "Offsets of the events topic a fetch of the match step skipped, by what followed: reread (the partition "
+            "read again from there), skipped (read twice and still missing: a compacted topic or transaction "
+            "markers) (kafka/batch_consumer.py)", ["partition", "outcome"], registry=r)
         self.deliveries = Counter("signalbox_deliveries", "Delivery attempts of webhook and e-mail listeners",
                                   ["transport", "outcome"], registry=r)
         for result in EVENT_RESULTS:
