@@ -158,7 +158,13 @@ class BatchConsumer(Service):
         """The records of ``fetched`` to handle now. At a gap met for the first time, the
         partition is read again from its first missing offset: the records after it are
         left for that read. A gap met again at the same place is passed."""
-        for first, count in gaps(self._next.get(tp), [record.offset for record in fetched]):
+        expected, last = self._next.get(tp), fetched[-1].offset
+        if last - (fetched[0].offset if expected is None else expected) + 1 == len(fetched):  # no gap: O(1)
+            if tp in self._reread and self._reread[tp] <= last:
+                del self._reread[tp]  # the records read again came through
+            self._next[tp] = last + 1
+            return fetched
+        for first, count in gaps(expected, [record.offset for record in fetched]):
             if self._reread.get(tp) == first:  # read again, still missing: a marker, compaction
                 del self._reread[tp]
                 log.warning("%s: %s/%d: %d offset(s) from %d hold no record, read twice (expected on a compacted "
@@ -176,9 +182,8 @@ class BatchConsumer(Service):
             assert self._consumer is not None
             self._consumer.seek(tp, first)
             return [record for record in fetched if record.offset < first]
-        if self._reread.get(tp, fetched[-1].offset + 1) <= fetched[-1].offset:
-            del self._reread[tp]  # the records read again came through
-        self._next[tp] = fetched[-1].offset + 1
+        self._reread.pop(tp, None)  # every gap here was read twice
+        self._next[tp] = last + 1
         return fetched
 
     async def _settle(self, wait: bool, timeout: float | None = None) -> None:
