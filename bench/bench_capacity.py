@@ -57,7 +57,7 @@ from streams.kafka.connection import KafkaConnection  # noqa: E402
 def kept_up(steady: Steady) -> tuple[bool, float, float]:
     """(kept up, median produce -> command of the first quarter, of the last quarter), by
     when the events were produced."""
-    if len(steady.commands) < max(8, steady.total):
+    if steady.missing() or len(steady.commands) < 8:
         return False, float("nan"), float("nan")
     ordered = [latency for _, latency in sorted(steady.commands)]
     quarter = len(ordered) // 4
