@@ -110,3 +110,61 @@ def test_a_new_match_group_starts_where_the_faust_group_committed(stack: Stack) 
     assert len(ours) >= 5
     assert "starts at offset" in worker.log_text()
     worker.stop()
+
+
+def test_a_fetch_that_skips_offsets_is_read_again_and_nothing_is_lost(broker: BrokerInfo, stack: Stack) -> None:
+    """2,000 records on 4 partitions at once. Once per partition the consumer's position is
+    moved one offset past the next record while the batches flow: what a fetch that skips a
+    record does. Every record is handled, the skips are read again (not passed), and the
+    committed offsets reach each partition's end."""
+    if broker.config:
+        pytest.skip("plaintext broker only (the consumer here takes no TLS/SASL settings)")
+    topic = new_topic(broker, partitions=4)
+    for i in range(2000):
+        stack.producer().produce(topic, str(i).encode(), key=str(i).encode())
+    assert stack.producer().flush(30) == 0
+    group = f"bc-{uuid.uuid4().hex[:8]}"
+    kafka = connection(broker)
+    parts = [AioTP(topic, p) for p in range(4)]
+
+    async def scenario() -> tuple[set[tuple[int, int]], list[tuple[int, int, int, str]], dict[AioTP, int], int]:
+        seen: set[tuple[int, int]] = set()
+        gaps: list[tuple[int, int, int, str]] = []
+        skipped: dict[int, int] = {}  # partition -> the offset made to be skipped
+        hop: BatchConsumer
+
+        async def handle(records: list[Any]) -> list[asyncio.Future[Any]]:
+            for r in records:
+                seen.add((r.partition, r.offset))
+            last: dict[int, int] = {}
+            for r in records:
+                last[r.partition] = max(last.get(r.partition, -1), r.offset)
+            for p, offset in last.items():
+                if p not in skipped and offset >= 50:  # mid-stream, once per partition
+                    skipped[p] = offset + 1
+                    assert hop._consumer is not None
+                    hop._consumer.seek(AioTP(topic, p), offset + 2)
+            return []
+
+        hop = BatchConsumer(kafka, topic, group, handle, max_records=37, session_timeout_ms=6000,
+                            heartbeat_interval_ms=1000, fetch_max_wait_ms=20,
+                            on_gap=lambda tp, first, count, outcome: gaps.append((tp.partition, first, count, outcome)),
+                            loop=asyncio.get_running_loop())
+        await hop.start()
+        try:
+            end = time.monotonic() + 60
+            while len(seen) < 2000 and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            committed: dict[AioTP, int] = {}
+            while sum(committed.values()) < 2000 and time.monotonic() < end:
+                await asyncio.sleep(0.1)
+                committed = await committed_offsets(kafka, group, parts)
+            return seen, gaps, committed, len(skipped)
+        finally:
+            await hop.stop()
+
+    seen, gaps, committed, injected = asyncio.run(scenario())
+    assert injected == 4
+    assert len(seen) == 2000, f"records never handled: {2000 - len(seen)}"
+    assert sorted((p, count, outcome) for p, _, count, outcome in gaps) == [(p, 1, "reread") for p in range(4)]
+    assert sum(committed.values()) == 2000
