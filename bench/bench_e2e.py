@@ -476,17 +476,9 @@ class FreshDeployment:
             self.stop()
             raise SystemExit(f"{label}: the fresh worker gave no command in 120 s (see worker-{label}.log)")
         # Warm-up: WARM_EVENTS events at WARM_RATE/s, spread over the handlers (so over every
-        # job: each job's records exist and its first runs are behind it), then settle.
-        wanted, start = WARM_EVENTS, time.perf_counter()
-        for i in range(WARM_EVENTS):
-            while (wait := start + i / WARM_RATE - time.perf_counter()) > 0:
-                wanted -= sum(1 for m in self.reader.consume(100, wait) if not m.error())
-            p.produce(self.topics.events, json.dumps(event_for(10**8 + 1 + i, args.handlers)).encode())
-            p.poll(0)
-        p.flush(10)
-        end = time.monotonic() + 60
-        while wanted > 0 and time.monotonic() < end:
-            wanted -= sum(1 for m in self.reader.consume(1000, 0.5) if not m.error())
+        # job: each job's records exist and its first runs are behind it), their commands
+        # read, then settled.
+        steady_commands(bs, self.topics, self.reader, WARM_RATE, WARM_EVENTS / WARM_RATE, args.handlers, 10**8 + 1)
         time.sleep(1)  # the warm-up runs settle
         while self.reader.consume(1000, 0.2):
             pass
